@@ -1,0 +1,3 @@
+from eventfold.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""Wires settings, storage and services together: the one place that builds them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eventfold.domain.validation import BatchValidator
+from eventfold.services.auth import Authenticator
+from eventfold.services.ingest import IngestService
+from eventfold.settings import Settings
+from eventfold.storage import open_storage
+from eventfold.storage.base import Storage
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    storage: Storage
+    authenticator: Authenticator
+    ingest: IngestService
+
+
+def build_services(settings: Settings, storage: Storage | None = None) -> Services:
+    """Everything a server process needs; opens the database unless one is given."""
+    storage = storage if storage is not None else open_storage(settings)
+    return Services(
+        settings=settings,
+        storage=storage,
+        authenticator=Authenticator(storage, settings.key_cache_seconds),
+        ingest=IngestService(storage, BatchValidator(settings.limits)),
+    )

@@ -1,0 +1,162 @@
+"""The ``eventfold`` command: serve, keys."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import socket
+import sys
+from collections.abc import Sequence
+from contextlib import closing
+from datetime import UTC, datetime
+from importlib import resources
+
+from eventfold import __version__
+from eventfold.errors import ConfigurationError
+from eventfold.services.clock import now_ms
+from eventfold.settings import Settings
+from eventfold.storage import open_storage
+
+EXIT_USAGE = 2
+DEFAULT_ACCOUNT = "default"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env().replace(
+            database_url=args.database, **{
+                name: getattr(args, name, None) for name in ("host", "port", "workers")
+            }
+        )
+        result: int = args.run(args, settings)
+    except ConfigurationError as error:
+        print(f"eventfold: error: {error.message}", file=sys.stderr)
+        return EXIT_USAGE
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eventfold", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"eventfold {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument(
+        "--database", metavar="URL",
+        help="sqlite:///relative.db or sqlite:////absolute.db "
+             "(default: $EVENTFOLD_DATABASE_URL or sqlite:///eventfold.db)",
+    )
+
+    serve = commands.add_parser("serve", parents=[database], help="run the HTTP API")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve.add_argument("--workers", type=int, help="server processes (default 1)")
+    serve.set_defaults(run=_serve)
+
+    keys = commands.add_parser("keys", help="manage secret keys").add_subparsers(
+        required=True, metavar="ACTION")
+    create = keys.add_parser("create", parents=[database], help="create a key for an account")
+    create.add_argument("--account", required=True, help="account name (created if new)")
+    create.set_defaults(run=_keys_create)
+    listing = keys.add_parser("list", parents=[database], help="list keys (never secrets)")
+    listing.set_defaults(run=_keys_list)
+    revoke = keys.add_parser("revoke", parents=[database], help="revoke a key by its id")
+    revoke.add_argument("key_id", metavar="KEY_ID")
+    revoke.set_defaults(run=_keys_revoke)
+    return parser
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    if settings.workers < 1:
+        raise ConfigurationError("--workers must be at least 1")
+    with closing(open_storage(settings)) as storage:
+        secret = None if storage.has_keys() else storage.create_key(DEFAULT_ACCOUNT, now_ms())[1]
+    _check_port_is_free(settings.host, settings.port)
+    print(f"eventfold {__version__}: storing events in {settings.database_url}", flush=True)
+    if secret is not None:
+        _print_first_key(secret, settings)
+    print(f"listening on http://{settings.host}:{settings.port} (Ctrl+C to stop)", flush=True)
+    # Every server process, the workers too, builds its settings from the environment.
+    settings.export_to_environment()
+    uvicorn.run(
+        "eventfold.http.app:create_app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        timeout_keep_alive=5,
+        log_level="warning",
+    )
+    return 0
+
+
+def _check_port_is_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            reason = "it is already in use" if error.errno == errno.EADDRINUSE else error.strerror
+            raise ConfigurationError(
+                f"cannot listen on {host}:{port}: {reason}; stop the other server or pick "
+                "another port with --port"
+            ) from None
+
+
+def _print_first_key(secret: str, settings: Settings) -> None:
+    batch = json.dumps(json.loads(resources.files("eventfold").joinpath("seed_batch.json")
+                                  .read_text(encoding="utf-8")))
+    print(f"""
+Created a secret key for account '{DEFAULT_ACCOUNT}'. It is shown only this once:
+
+    {secret}
+
+Send a first event (the example batch of the Custom Event API):
+
+curl -i -H 'Content-Type: application/json' -H 'Authorization: Bearer {secret}' \\
+  -XPOST http://{settings.host}:{settings.port}/api/v0/events -d '{batch}'
+""", flush=True)
+
+
+def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    with closing(open_storage(settings)) as storage:
+        record, secret = storage.create_key(args.account, now_ms())
+    print(f"created key {record.id} for account '{record.account_name}'; the secret is shown "
+          "only now:")
+    print(secret)
+    return 0
+
+
+def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    with closing(open_storage(settings)) as storage:
+        records = storage.list_keys()
+    print(f"{'ID':<22} {'ACCOUNT':<20} {'CREATED':<20} {'LAST USED':<20} REVOKED")
+    for r in records:
+        print(f"{r.id:<22} {r.account_name:<20} {_when(r.created_at_ms):<20} "
+              f"{_when(r.last_used_at_ms):<20} {_when(r.revoked_at_ms)}")
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    with closing(open_storage(settings)) as storage:
+        found = storage.revoke_key(args.key_id, now_ms())
+    if not found:
+        print(f"eventfold: error: no key with id {args.key_id!r} (see 'eventfold keys list')",
+              file=sys.stderr)
+        return 1
+    print(f"revoked key {args.key_id}; running servers refuse it within a second")
+    return 0
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -1,0 +1,1 @@
+"""Pure domain code: the event model, validation, identity and keys. No I/O here."""

@@ -1,0 +1,25 @@
+"""Secret keys: generated with 256 bits of entropy, recognisable, stored only as a hash."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+SECRET_PREFIX = "efsk_"
+KEY_ID_PREFIX = "key_"
+
+
+def generate_secret() -> str:
+    """A new secret key: the prefix and 32 random bytes, URL-safe base64."""
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def generate_key_id() -> str:
+    """The public id of a key, safe to print and log."""
+    return KEY_ID_PREFIX + secrets.token_hex(8)
+
+
+def hash_secret(secret: str) -> bytes:
+    """SHA-256 of the secret. Secrets are random, so a fast hash cannot be brute-forced,
+    and looking up the hash (not the secret) leaks nothing through timing."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()

@@ -1,0 +1,1 @@
+"""The HTTP edge: decode, authenticate, call one service, map errors to statuses."""

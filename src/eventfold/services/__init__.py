@@ -1,0 +1,1 @@
+"""The service layer: what the API does, independent of HTTP and of the backend."""

@@ -1,0 +1,102 @@
+"""All configuration, read in one place: defaults, then ``EVENTFOLD_*`` variables.
+
+Command-line options override these through :meth:`Settings.replace`. Nothing else in
+eventfold reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eventfold.domain.limits import Limits
+from eventfold.errors import ConfigurationError
+
+ENV_PREFIX = "EVENTFOLD_"
+DEFAULT_DATABASE_URL = "sqlite:///eventfold.db"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    limits: Limits = Limits()
+    # Upper bound on events queued for the writer; past it ingest answers 503.
+    max_pending_events: int = 200_000
+    # How long a looked-up key stays cached; revocation takes effect within this time.
+    key_cache_seconds: float = 1.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Defaults overridden by ``EVENTFOLD_<NAME>`` variables (names upper-cased)."""
+        env = os.environ if environ is None else environ
+        top: dict[str, Any] = {}
+        limits: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            if field.name == "limits":
+                continue
+            raw = env.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                top[field.name] = _parse(field.name, raw, type(getattr(cls(), field.name)))
+        for field in dataclasses.fields(Limits):
+            raw = env.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                limits[field.name] = _parse(field.name, raw, int)
+        return cls(limits=Limits(**limits), **top)
+
+    def export_to_environment(self) -> None:
+        """Writes the top-level settings into ``EVENTFOLD_*`` variables, so that server
+        processes started from here (uvicorn workers) build the same settings."""
+        for field in dataclasses.fields(self):
+            if field.name != "limits":
+                os.environ[ENV_PREFIX + field.name.upper()] = str(getattr(self, field.name))
+        for field in dataclasses.fields(Limits):
+            os.environ[ENV_PREFIX + field.name.upper()] = str(getattr(self.limits, field.name))
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with the given (non-None) fields changed; used for command-line options."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _parse(name: str, raw: str, kind: type) -> Any:
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}"
+        ) from None
+    if kind in (int, float) and value <= 0 and name != "port":
+        raise ConfigurationError(f"{ENV_PREFIX}{name.upper()} must be greater than zero")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseLocation:
+    """A parsed database URL."""
+
+    scheme: str
+    path: Path | None = None
+    url: str = ""
+
+
+def parse_database_url(url: str) -> DatabaseLocation:
+    """``sqlite:///relative.db``, ``sqlite:////absolute.db`` (``postgresql://`` comes later)."""
+    if url.startswith("sqlite:///"):
+        rest = url.removeprefix("sqlite:///")
+        if not rest or rest.endswith("/"):
+            raise ConfigurationError(
+                f"database URL {url!r} names no file; use sqlite:///relative/path.db "
+                "or sqlite:////absolute/path.db"
+            )
+        # "sqlite:////abs.db" leaves "/abs.db": an absolute path; otherwise relative.
+        return DatabaseLocation("sqlite", path=Path(rest), url=url)
+    raise ConfigurationError(
+        f"unsupported database URL {url!r}; use sqlite:///relative/path.db "
+        "or sqlite:////absolute/path.db"
+    )

@@ -1,0 +1,15 @@
+"""Storage backends behind one contract (``base``); ``open_storage`` picks one by URL."""
+
+from __future__ import annotations
+
+from eventfold.settings import Settings, parse_database_url
+from eventfold.storage.base import Storage
+
+
+def open_storage(settings: Settings) -> Storage:
+    """Opens (and migrates) the database that ``settings.database_url`` names."""
+    location = parse_database_url(settings.database_url)
+    from eventfold.storage.sqlite import SqliteStorage
+
+    assert location.path is not None
+    return SqliteStorage(location.path, max_pending_events=settings.max_pending_events)

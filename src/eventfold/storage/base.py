@@ -1,0 +1,67 @@
+"""The storage contract every backend implements, and the records it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from eventfold.domain.events import AcceptedEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a secret key speaks for."""
+
+    key_id: str
+    account_id: int
+    account_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A key as listed to operators; never holds the secret."""
+
+    id: str
+    account_name: str
+    created_at_ms: int
+    last_used_at_ms: int | None
+    revoked_at_ms: int | None
+
+
+class KeyStore(Protocol):
+    def create_key(self, account_name: str, now_ms: int) -> tuple[KeyRecord, str]:
+        """Creates the account if new and a key for it; returns the record and the secret."""
+
+    def list_keys(self) -> list[KeyRecord]:
+        """Every key, oldest first."""
+
+    def revoke_key(self, key_id: str, now_ms: int) -> bool:
+        """Revokes a key; False when no such key exists."""
+
+    def find_key(self, secret_hash: bytes) -> Principal | None:
+        """The active key with this hash, or None (unknown or revoked)."""
+
+    def touch_key(self, key_id: str, now_ms: int) -> None:
+        """Records that the key was used; may be deferred and never fails the caller."""
+
+    def has_keys(self) -> bool:
+        """Whether any key was ever created."""
+
+
+class EventLog(Protocol):
+    async def append(
+        self, account_id: int, received_at_ms: int, events: Sequence[AcceptedEvent]
+    ) -> None:
+        """Stores the whole batch durably, or nothing; returns once it is on disk."""
+
+    def count_events(self, account_id: int) -> int:
+        """How many events the account has stored."""
+
+    def stored_documents(self, account_id: int) -> list[bytes]:
+        """The account's stored event documents, oldest first (for tests and export)."""
+
+
+class Storage(KeyStore, EventLog, Protocol):
+    def close(self) -> None:
+        """Finishes queued writes and releases the database."""

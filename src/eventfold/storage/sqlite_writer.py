@@ -1,0 +1,141 @@
+"""Group commit for SQLite: one thread owns the write connection, and the batches of
+many concurrent requests are committed in one transaction, so one fsync covers them all.
+
+Each job runs inside its own SAVEPOINT: a job that fails is rolled back alone and the
+others in the same transaction still commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from eventfold.errors import Overloaded, StorageUnavailable
+
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], T]
+
+# A transaction stops taking more jobs past this many rows, so one commit stays short.
+MAX_ROWS_PER_COMMIT = 50_000
+
+
+@dataclass(slots=True)
+class _Queued:
+    job: Job[Any]
+    rows: int
+    future: Future[Any] = field(default_factory=Future)
+
+
+def storage_unavailable(error: sqlite3.Error) -> StorageUnavailable:
+    """The client-facing form of an SQLite failure to write (full, locked, read-only)."""
+    return StorageUnavailable(
+        f"the event store cannot take writes right now ({error}); nothing was stored, "
+        "retry later"
+    )
+
+
+class GroupCommitWriter:
+    """Runs write jobs on one thread; callers await them (``submit``) or block (``run``)."""
+
+    def __init__(self, connection: sqlite3.Connection, max_pending_rows: int) -> None:
+        self._connection = connection
+        self._max_pending_rows = max_pending_rows
+        self._pending_rows = 0
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="eventfold-writer", daemon=True)
+        self._thread.start()
+
+    async def submit(self, job: Job[T], rows: int = 1) -> T:
+        """Runs ``job`` in the next group transaction; returns once it is committed."""
+        return await asyncio.wrap_future(self._enqueue(job, rows))
+
+    def run(self, job: Job[T], rows: int = 1) -> T:
+        """The blocking form of ``submit``, for command-line use."""
+        result: T = self._enqueue(job, rows).result()
+        return result
+
+    def enqueue_quietly(self, job: Job[Any]) -> None:
+        """Queues a job whose outcome nobody waits for; dropped when the queue is full."""
+        try:
+            self._enqueue(job, 1)
+        except Overloaded:
+            pass
+
+    def close(self) -> None:
+        """Commits what is queued, then stops the thread and closes the connection."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._connection.close()
+
+    def _enqueue(self, job: Job[Any], rows: int) -> Future[Any]:
+        with self._lock:
+            if self._pending_rows + rows > self._max_pending_rows and self._pending_rows:
+                raise Overloaded(
+                    f"the writer has {self._pending_rows} events queued (limit "
+                    f"{self._max_pending_rows}); nothing was stored, retry shortly"
+                )
+            self._pending_rows += rows
+        queued = _Queued(job, rows)
+        self._queue.put(queued)
+        return queued.future
+
+    def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            group, rows = [first], first.rows
+            while rows < MAX_ROWS_PER_COMMIT:
+                try:
+                    queued = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if queued is None:
+                    stopping = True
+                    break
+                group.append(queued)
+                rows += queued.rows
+            self._commit(group)
+            with self._lock:
+                self._pending_rows -= rows
+
+    def _commit(self, group: list[_Queued]) -> None:
+        try:
+            outcomes = self._run_in_one_transaction(group)
+        except Exception as error:  # noqa: BLE001 - the writer must outlive any failure
+            if self._connection.in_transaction:
+                self._connection.execute("ROLLBACK")
+            failure = storage_unavailable(error) if isinstance(error, sqlite3.Error) else error
+            outcomes = [(queued, None, failure) for queued in group]
+        for queued, result, job_failure in outcomes:
+            if job_failure is None:
+                queued.future.set_result(result)
+            else:
+                queued.future.set_exception(job_failure)
+
+    def _run_in_one_transaction(
+        self, group: list[_Queued]
+    ) -> list[tuple[_Queued, Any, BaseException | None]]:
+        connection = self._connection
+        connection.execute("BEGIN IMMEDIATE")
+        outcomes: list[tuple[_Queued, Any, BaseException | None]] = []
+        for queued in group:
+            connection.execute("SAVEPOINT job")
+            try:
+                outcomes.append((queued, queued.job(connection), None))
+            except Exception as error:  # noqa: BLE001 - handed to the job's caller
+                connection.execute("ROLLBACK TO job")
+                failure = storage_unavailable(error) if isinstance(error, sqlite3.Error) else error
+                outcomes.append((queued, None, failure))
+            connection.execute("RELEASE job")
+        connection.execute("COMMIT")
+        return outcomes
