@@ -27,9 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env().replace(
-            database_url=args.database, **{
-                name: getattr(args, name, None) for name in ("host", "port", "workers")
-            }
+            database_url=args.database,
+            **{name: getattr(args, name, None) for name in ("host", "port", "workers")},
         )
         result: int = args.run(args, settings)
     except ConfigurationError as error:
@@ -45,9 +44,10 @@ def _parser() -> argparse.ArgumentParser:
 
     database = argparse.ArgumentParser(add_help=False)
     database.add_argument(
-        "--database", metavar="URL",
+        "--database",
+        metavar="URL",
         help="sqlite:///relative.db or sqlite:////absolute.db "
-             "(default: $EVENTFOLD_DATABASE_URL or sqlite:///eventfold.db)",
+        "(default: $EVENTFOLD_DATABASE_URL or sqlite:///eventfold.db)",
     )
 
     serve = commands.add_parser("serve", parents=[database], help="run the HTTP API")
@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     keys = commands.add_parser("keys", help="manage secret keys").add_subparsers(
-        required=True, metavar="ACTION")
+        required=True, metavar="ACTION"
+    )
     create = keys.add_parser("create", parents=[database], help="create a key for an account")
     create.add_argument("--account", required=True, help="account name (created if new)")
     create.set_defaults(run=_keys_create)
@@ -112,9 +113,13 @@ def _check_port_is_free(host: str, port: int) -> None:
 
 
 def _print_first_key(secret: str, settings: Settings) -> None:
-    batch = json.dumps(json.loads(resources.files("eventfold").joinpath("seed_batch.json")
-                                  .read_text(encoding="utf-8")))
-    print(f"""
+    batch = json.dumps(
+        json.loads(
+            resources.files("eventfold").joinpath("seed_batch.json").read_text(encoding="utf-8")
+        )
+    )
+    print(
+        f"""
 Created a secret key for account '{DEFAULT_ACCOUNT}'. It is shown only this once:
 
     {secret}
@@ -123,14 +128,18 @@ Send a first event (the example batch of the Custom Event API):
 
 curl -i -H 'Content-Type: application/json' -H 'Authorization: Bearer {secret}' \\
   -XPOST http://{settings.host}:{settings.port}/api/v0/events -d '{batch}'
-""", flush=True)
+""",
+        flush=True,
+    )
 
 
 def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
     with closing(open_storage(settings)) as storage:
         record, secret = storage.create_key(args.account, now_ms())
-    print(f"created key {record.id} for account '{record.account_name}'; the secret is shown "
-          "only now:")
+    print(
+        f"created key {record.id} for account '{record.account_name}'; the secret is shown "
+        "only now:"
+    )
     print(secret)
     return 0
 
@@ -140,8 +149,10 @@ def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
         records = storage.list_keys()
     print(f"{'ID':<22} {'ACCOUNT':<20} {'CREATED':<20} {'LAST USED':<20} REVOKED")
     for r in records:
-        print(f"{r.id:<22} {r.account_name:<20} {_when(r.created_at_ms):<20} "
-              f"{_when(r.last_used_at_ms):<20} {_when(r.revoked_at_ms)}")
+        print(
+            f"{r.id:<22} {r.account_name:<20} {_when(r.created_at_ms):<20} "
+            f"{_when(r.last_used_at_ms):<20} {_when(r.revoked_at_ms)}"
+        )
     return 0
 
 
@@ -149,8 +160,10 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     with closing(open_storage(settings)) as storage:
         found = storage.revoke_key(args.key_id, now_ms())
     if not found:
-        print(f"eventfold: error: no key with id {args.key_id!r} (see 'eventfold keys list')",
-              file=sys.stderr)
+        print(
+            f"eventfold: error: no key with id {args.key_id!r} (see 'eventfold keys list')",
+            file=sys.stderr,
+        )
         return 1
     print(f"revoked key {args.key_id}; running servers refuse it within a second")
     return 0

@@ -26,9 +26,11 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
-    limits: Limits = Limits()
+    limits: Limits = dataclasses.field(default_factory=Limits)
     # Upper bound on events queued for the writer; past it ingest answers 503.
     max_pending_events: int = 200_000
+    # How long an SQLite write waits for another process's lock before answering 503.
+    sqlite_busy_timeout_ms: int = 5_000
     # How long a looked-up key stays cached; revocation takes effect within this time.
     key_cache_seconds: float = 1.0
 

@@ -50,8 +50,8 @@ class Event(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
     action: str
     email: str | None = None
-    phoneNumber: str | None = None  # noqa: N815 - the wire name
-    profileId: str | None = None  # noqa: N815 - the wire name
+    phoneNumber: str | None = None
+    profileId: str | None = None
     locale: str | None = None
     products: list[Product] = []
     custom: Custom | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-SECRET_PREFIX = "efsk_"
+SECRET_PREFIX = "efsk_"  # noqa: S105 - a prefix, not a secret
 KEY_ID_PREFIX = "key_"
 
 

@@ -67,7 +67,6 @@ async def read_body(request: Request, max_bytes: int, gzipped: bool) -> bytes:
         chunks.append(chunk)
     if inflater is not None and (not inflater.eof or inflater.unused_data):
         raise InvalidRequest(
-            "the gzip body is truncated or followed by extra data; send one complete gzip "
-            "stream"
+            "the gzip body is truncated or followed by extra data; send one complete gzip stream"
         )
     return b"".join(chunks)

@@ -40,8 +40,7 @@ async def handle_http_exception(request: Request, error: Exception) -> Response:
     message = _HTTP_MESSAGES.get(error.status_code, error.detail)
     if error.status_code == 405 and error.headers and "Allow" in error.headers:
         message += f" (allowed: {error.headers['Allow']})"
-    return JSONResponse({"message": message}, status_code=error.status_code,
-                        headers=error.headers)
+    return JSONResponse({"message": message}, status_code=error.status_code, headers=error.headers)
 
 
 async def handle_unexpected_error(request: Request, error: Exception) -> Response:

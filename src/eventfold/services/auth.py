@@ -43,11 +43,15 @@ class Authenticator:
             raise Unauthorized(f"the Authorization header is malformed; {_HOW_TO}")
         principal = self._lookup(hash_secret(secret))
         if principal is None:
-            hint = "" if secret.startswith(SECRET_PREFIX) else (
-                f" (eventfold keys start with '{SECRET_PREFIX}')"
+            hint = (
+                ""
+                if secret.startswith(SECRET_PREFIX)
+                else (f" (eventfold keys start with '{SECRET_PREFIX}')")
             )
-            raise Unauthorized(f"the secret key is unknown or revoked{hint}; create one with "
-                               "'eventfold keys create --account NAME'")
+            raise Unauthorized(
+                f"the secret key is unknown or revoked{hint}; create one with "
+                "'eventfold keys create --account NAME'"
+            )
         return principal
 
     def _lookup(self, secret_hash: bytes) -> Principal | None:

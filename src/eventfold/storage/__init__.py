@@ -12,4 +12,8 @@ def open_storage(settings: Settings) -> Storage:
     from eventfold.storage.sqlite import SqliteStorage
 
     assert location.path is not None
-    return SqliteStorage(location.path, max_pending_events=settings.max_pending_events)
+    return SqliteStorage(
+        location.path,
+        max_pending_events=settings.max_pending_events,
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+    )

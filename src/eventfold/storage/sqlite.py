@@ -23,10 +23,10 @@ _INSERT_EVENT = (
 )
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path, busy_timeout_ms: int = 5_000) -> sqlite3.Connection:
     """A connection with the durability and concurrency settings every one must have."""
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    connection.execute("PRAGMA busy_timeout = 5000")
+    connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     connection.execute("PRAGMA journal_mode = WAL")
     # FULL: the WAL is fsynced at every commit, so a 202 survives a power cut.
     connection.execute("PRAGMA synchronous = FULL")
@@ -37,10 +37,13 @@ def connect(path: Path) -> sqlite3.Connection:
 class SqliteStorage:
     """Keys, accounts and the event log in one SQLite file."""
 
-    def __init__(self, path: Path, max_pending_events: int = 200_000) -> None:
+    def __init__(
+        self, path: Path, max_pending_events: int = 200_000, busy_timeout_ms: int = 5_000
+    ) -> None:
         self.path = path
+        self._busy_timeout_ms = busy_timeout_ms
         try:
-            write_connection = connect(path)
+            write_connection = connect(path, busy_timeout_ms)
             migrate_sqlite(write_connection)
         except sqlite3.Error as error:
             raise ConfigurationError(
@@ -56,7 +59,7 @@ class SqliteStorage:
     def _reader(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._readers, "connection", None)
         if connection is None:
-            connection = connect(self.path)
+            connection = connect(self.path, self._busy_timeout_ms)
             self._readers.connection = connection
         return connection
 
@@ -97,18 +100,21 @@ class SqliteStorage:
         return self._writer.run(revoke)
 
     def find_key(self, secret_hash: bytes) -> Principal | None:
-        row = self._reader().execute(
-            "SELECT k.id, a.id, a.name FROM api_keys k JOIN accounts a ON a.id = k.account_id"
-            " WHERE k.secret_hash = ? AND k.revoked_at IS NULL",
-            (secret_hash,),
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute(
+                "SELECT k.id, a.id, a.name FROM api_keys k JOIN accounts a ON a.id = k.account_id"
+                " WHERE k.secret_hash = ? AND k.revoked_at IS NULL",
+                (secret_hash,),
+            )
+            .fetchone()
+        )
         return Principal(*row) if row else None
 
     def touch_key(self, key_id: str, now_ms: int) -> None:
         def touch(connection: sqlite3.Connection) -> None:
             connection.execute(
-                "UPDATE api_keys SET last_used_at = max(coalesce(last_used_at, 0), ?)"
-                " WHERE id = ?",
+                "UPDATE api_keys SET last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?",
                 (now_ms, key_id),
             )
 
@@ -131,9 +137,11 @@ class SqliteStorage:
         await self._writer.submit(insert, rows=len(rows))
 
     def count_events(self, account_id: int) -> int:
-        row = self._reader().execute(
-            "SELECT count(*) FROM events WHERE account_id = ?", (account_id,)
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute("SELECT count(*) FROM events WHERE account_id = ?", (account_id,))
+            .fetchone()
+        )
         return int(row[0])
 
     def stored_documents(self, account_id: int) -> list[bytes]:

@@ -8,6 +8,7 @@ others in the same transaction still commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -35,8 +36,7 @@ class _Queued:
 def storage_unavailable(error: sqlite3.Error) -> StorageUnavailable:
     """The client-facing form of an SQLite failure to write (full, locked, read-only)."""
     return StorageUnavailable(
-        f"the event store cannot take writes right now ({error}); nothing was stored, "
-        "retry later"
+        f"the event store cannot take writes right now ({error}); nothing was stored, retry later"
     )
 
 
@@ -47,6 +47,7 @@ class GroupCommitWriter:
         self._connection = connection
         self._max_pending_rows = max_pending_rows
         self._pending_rows = 0
+        self.commits = 0  # transactions committed, for metrics and tests
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="eventfold-writer", daemon=True)
@@ -63,10 +64,8 @@ class GroupCommitWriter:
 
     def enqueue_quietly(self, job: Job[Any]) -> None:
         """Queues a job whose outcome nobody waits for; dropped when the queue is full."""
-        try:
+        with contextlib.suppress(Overloaded):
             self._enqueue(job, 1)
-        except Overloaded:
-            pass
 
     def close(self) -> None:
         """Commits what is queued, then stops the thread and closes the connection."""
@@ -111,7 +110,7 @@ class GroupCommitWriter:
     def _commit(self, group: list[_Queued]) -> None:
         try:
             outcomes = self._run_in_one_transaction(group)
-        except Exception as error:  # noqa: BLE001 - the writer must outlive any failure
+        except Exception as error:
             if self._connection.in_transaction:
                 self._connection.execute("ROLLBACK")
             failure = storage_unavailable(error) if isinstance(error, sqlite3.Error) else error
@@ -132,10 +131,13 @@ class GroupCommitWriter:
             connection.execute("SAVEPOINT job")
             try:
                 outcomes.append((queued, queued.job(connection), None))
-            except Exception as error:  # noqa: BLE001 - handed to the job's caller
+            except Exception as error:
+                if not connection.in_transaction:
+                    raise  # SQLite rolled back the whole group (disk full, I/O error)
                 connection.execute("ROLLBACK TO job")
                 failure = storage_unavailable(error) if isinstance(error, sqlite3.Error) else error
                 outcomes.append((queued, None, failure))
             connection.execute("RELEASE job")
         connection.execute("COMMIT")
+        self.commits += 1
         return outcomes

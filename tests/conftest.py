@@ -1,0 +1,71 @@
+"""Shared fixtures: real SQLite files in tmp_path and the real ASGI app."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from eventfold.bootstrap import Services, build_services
+from eventfold.http.app import create_app
+from eventfold.services.clock import now_ms
+from eventfold.settings import Settings
+from eventfold.storage import open_storage
+from eventfold.storage.base import Storage
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(database_url=f"sqlite:///{tmp_path / 'eventfold.db'}")
+
+
+@pytest.fixture
+def storage(settings: Settings) -> Iterator[Storage]:
+    store = open_storage(settings)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def services(settings: Settings, storage: Storage) -> Services:
+    return build_services(settings, storage)
+
+
+@pytest.fixture
+def client(services: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(services), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def secret(storage: Storage) -> str:
+    return storage.create_key("acme", now_ms())[1]
+
+
+@pytest.fixture
+def account_id(storage: Storage, secret: str) -> int:
+    from eventfold.domain.keys import hash_secret
+
+    principal = storage.find_key(hash_secret(secret))
+    assert principal is not None
+    return principal.account_id
+
+
+def seed_batch() -> dict[str, Any]:
+    """The example batch of the Custom Event API page, as shipped with eventfold."""
+    text = resources.files("eventfold").joinpath("seed_batch.json").read_text("utf-8")
+    batch: dict[str, Any] = json.loads(text)
+    return batch
+
+
+def auth(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+
+
+def stored(storage: Storage, account_id: int) -> list[dict[str, Any]]:
+    return [json.loads(document) for document in storage.stored_documents(account_id)]

@@ -1,0 +1,109 @@
+"""The SQLite writer thread: many jobs, one transaction; a failing job fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from eventfold.errors import Overloaded, StorageUnavailable
+from eventfold.storage.sqlite import connect
+from eventfold.storage.sqlite_writer import GroupCommitWriter
+
+
+def make_writer(tmp_path: Path, max_pending_rows: int = 1_000) -> GroupCommitWriter:
+    connection = connect(tmp_path / "w.db")
+    connection.execute("CREATE TABLE t (v INTEGER NOT NULL)")
+    return GroupCommitWriter(connection, max_pending_rows)
+
+
+def insert(value: int) -> object:
+    def job(connection: sqlite3.Connection) -> int:
+        connection.execute("INSERT INTO t (v) VALUES (?)", (value,))
+        return value
+
+    return job
+
+
+def stored_values(tmp_path: Path) -> list[int]:
+    with sqlite3.connect(tmp_path / "w.db") as reader:
+        return [row[0] for row in reader.execute("SELECT v FROM t ORDER BY v")]
+
+
+def hold_writer(writer: GroupCommitWriter) -> threading.Event:
+    """Blocks the writer inside a job until the returned event is set."""
+    release, started = threading.Event(), threading.Event()
+
+    def wait(connection: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(10)
+
+    writer._enqueue(wait, 1)
+    assert started.wait(10)
+    return release
+
+
+def test_jobs_queued_together_commit_in_one_transaction_and_a_failing_one_fails_alone(
+    tmp_path: Path,
+) -> None:
+    writer = make_writer(tmp_path)
+    release = hold_writer(writer)
+
+    def fail(connection: sqlite3.Connection) -> None:
+        connection.execute("INSERT INTO t (v) VALUES (2)")
+        raise ValueError("this job is broken")
+
+    first = writer._enqueue(insert(1), 1)  # type: ignore[arg-type]
+    broken = writer._enqueue(fail, 1)
+    last = writer._enqueue(insert(3), 1)  # type: ignore[arg-type]
+    release.set()
+    assert first.result(10) == 1
+    assert last.result(10) == 3
+    with pytest.raises(ValueError, match="broken"):
+        broken.result(10)
+    writer.close()
+    assert writer.commits == 2  # the holding job, then the three queued ones together
+    assert stored_values(tmp_path) == [1, 3]
+
+
+def test_many_concurrent_submits_share_few_commits(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path)
+
+    async def submit_all() -> list[int]:
+        return await asyncio.gather(*(writer.submit(insert(v)) for v in range(200)))  # type: ignore[arg-type]
+
+    assert asyncio.run(submit_all()) == list(range(200))
+    writer.close()
+    assert stored_values(tmp_path) == list(range(200))
+    assert writer.commits < 50
+
+
+def test_queue_past_its_bound_is_refused_with_overloaded(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path, max_pending_rows=10)
+    release = hold_writer(writer)
+    writer._enqueue(insert(1), 9)  # type: ignore[arg-type]
+    with pytest.raises(Overloaded, match="retry"):
+        writer._enqueue(insert(2), 5)  # type: ignore[arg-type]
+    release.set()
+    writer.close()
+    assert stored_values(tmp_path) == [1]
+
+
+def test_disk_full_fails_the_job_with_storage_unavailable_and_the_writer_recovers(
+    tmp_path: Path,
+) -> None:
+    writer = make_writer(tmp_path)
+    writer.run(lambda c: c.execute("PRAGMA max_page_count = 3"))  # a tiny "disk"
+
+    def fill(connection: sqlite3.Connection) -> None:
+        connection.executemany("INSERT INTO t (v) VALUES (?)", [(v,) for v in range(100_000)])
+
+    with pytest.raises(StorageUnavailable, match="full"):
+        writer.run(fill)
+    writer.run(lambda c: c.execute("PRAGMA max_page_count = 1000000"))
+    assert writer.run(insert(7)) == 7  # type: ignore[arg-type]
+    writer.close()
+    assert stored_values(tmp_path) == [7]
