@@ -1,16 +1,20 @@
 """The wire format of ``POST /api/v0/events``, as msgspec Structs.
 
-The same types decode requests, encode stored events and describe the API in OpenAPI.
-Limits that are configurable (string lengths, counts) are checked in ``validation``;
-what is fixed by the contract (types, required fields, ``quantity >= 0``) is here.
+The same types decode requests, encode stored events and describe the API. What the
+contract fixes (types, required fields, ``quantity >= 0``) is declared on the classes;
+configurable limits are added by ``constrained_types`` at start-up.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from types import GenericAlias
 from datetime import datetime
-from typing import Annotated, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
+
+from eventfold.domain.limits import Limits
 
 # Structs forbid unknown fields so that the fast path notices when an event carries
 # extra fields; the slower path in ``validation`` then keeps them.
@@ -82,3 +86,53 @@ class AcceptedEvent(NamedTuple):
 
 EVENT_FIELDS = frozenset(Event.__struct_fields__)
 PRODUCT_FIELDS = frozenset(Product.__struct_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class WireTypes:
+    """The wire types with the configured limits built in (see ``constrained_types``)."""
+
+    batch: type[Batch]
+    event: type[Event]
+    product: type[Product]
+
+
+def constrained_types(limits: Limits) -> WireTypes:
+    """Subclasses of the wire types whose lengths and patterns follow ``limits``, so that
+    msgspec checks them in C while decoding instead of Python checking them afterwards."""
+    name = Annotated[str, msgspec.Meta(min_length=1, max_length=limits.max_name_length)]
+    text = Annotated[str, msgspec.Meta(max_length=limits.max_string_length)]
+    identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=limits.max_string_length)]
+    locale = Annotated[str, msgspec.Meta(pattern="^[A-Za-z]{2}$")]
+
+    def list_of(item: Any) -> Any:
+        return GenericAlias(list, (item,))  # list[item], for a class made at run time
+
+    def subclass(base: type[Any], fields: list[Any]) -> Any:
+        return msgspec.defstruct(base.__name__, fields, bases=(base,), module=__name__)
+
+    string_field = subclass(StringField, [("key", name), ("values", list[text])])
+    numeric_field = subclass(NumericField, [("key", name)])
+    date_field = subclass(DateField, [("key", name)])
+    custom = subclass(
+        Custom,
+        [
+            ("string", list_of(string_field), []),
+            ("numeric", list_of(numeric_field), []),
+            ("date", list_of(date_field), []),
+        ],
+    )
+    product = subclass(Product, [("id", identifier | int), ("custom", custom | None, None)])
+    event = subclass(
+        Event,
+        [
+            ("action", name),
+            ("profileId", identifier | None, None),
+            ("locale", locale | None, None),
+            ("products", list_of(product), []),
+            ("custom", custom | None, None),
+            ("tags", list[name], []),
+        ],
+    )
+    batch = subclass(Batch, [("events", list_of(event))])
+    return WireTypes(batch=batch, event=event, product=product)

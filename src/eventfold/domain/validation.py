@@ -9,7 +9,6 @@ that every problem can be listed with its path and unknown fields can be kept.
 from __future__ import annotations
 
 import typing
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,12 +18,9 @@ from eventfold.domain.events import (
     EVENT_FIELDS,
     PRODUCT_FIELDS,
     AcceptedEvent,
-    Batch,
     Custom,
-    DateField,
     Event,
-    NumericField,
-    StringField,
+    constrained_types,
 )
 from eventfold.domain.identity import EMAIL_RULE, PHONE_RULE, normalise_email, normalise_phone
 from eventfold.domain.limits import Limits
@@ -33,7 +29,19 @@ from eventfold.errors import FieldError, InvalidRequest, PayloadTooLarge
 MAX_REPORTED_ERRORS = 100
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
-_EVENT_TYPES: dict[str, Any] = typing.get_type_hints(Event, include_extras=True)
+# What a field must be, said after msgspec's own words when its type or length is wrong.
+_FIELD_HINTS = {
+    "action": "the name of what happened, e.g. 'purchase'",
+    "email": "an email address string",
+    "phoneNumber": "a phone number string like '+359888123456'",
+    "profileId": "the shop's own id of the person, a string",
+    "locale": "a two-letter ISO 639-1 language code such as 'en' or 'bg'",
+    "products": 'a list of objects like {"id": "123"}',
+    "custom": 'an object like {"string": [{"key": "color", "values": ["red"]}]} with lists '
+    '"string", "numeric" and "date" only',
+    "tags": "a list of non-empty strings",
+    "timestamp": "an ISO-8601 date-time like '2024-05-01T10:00:00Z' (no zone means UTC)",
+}
 _BODY_SHAPE = 'the body must be a JSON object with an "events" list: {"events": [{...}]}'
 _DECODE_ERRORS = (msgspec.MsgspecError, UnicodeDecodeError, RecursionError)
 
@@ -43,7 +51,10 @@ class BatchValidator:
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
-        self._batch_decoder = msgspec.json.Decoder(Batch)
+        types = constrained_types(limits)
+        self._field_types: dict[str, Any] = typing.get_type_hints(types.event, include_extras=True)
+        self._event_type = types.event
+        self._batch_decoder = msgspec.json.Decoder(types.batch)
         self._generic_decoder = msgspec.json.Decoder()
         self._encoder = msgspec.json.Encoder()
 
@@ -78,7 +89,7 @@ class BatchValidator:
                 )
                 continue
             known, extras, product_extras = _split_unknown_fields(raw)
-            event = _convert_fields(known, path, problems)
+            event = self._convert_fields(known, path, problems)
             if event is None:
                 continue
             normalised = self._normalise(event, path, received_at_ms, problems, extras)
@@ -125,15 +136,8 @@ class BatchValidator:
         problems: _Problems,
         extras: dict[str, Any] | None = None,
     ) -> AcceptedEvent | None:
-        """Checks one event and rewrites it in place into its stored form."""
-        limits = self._limits
+        """Checks what the types cannot and rewrites the event into its stored form."""
         before = problems.count
-        if not event.action or len(event.action) > limits.max_name_length:
-            problems.add(
-                f"{path}.action",
-                f"must be 1 to {limits.max_name_length} characters: "
-                "the name of what happened, e.g. 'purchase'",
-            )
         email = phone = None
         if event.email is not None:
             email = normalise_email(event.email)
@@ -153,75 +157,50 @@ class BatchValidator:
                 "needs an 'email' or a 'phoneNumber' to say whom it is about"
                 + _hint_for_identifiers(extras),
             )
-        if event.profileId is not None and not 0 < len(event.profileId) <= limits.max_string_length:
-            problems.add(f"{path}.profileId", f"must be 1 to {limits.max_string_length} characters")
         if event.locale is not None:
-            if len(event.locale) == 2 and event.locale.isascii() and event.locale.isalpha():
-                event.locale = event.locale.lower()
-            else:
-                problems.add(
-                    f"{path}.locale",
-                    f"{_shown(event.locale)} is not a two-letter "
-                    "ISO 639-1 language code such as 'en' or 'bg'",
-                )
-        for index, product in enumerate(event.products):
-            product_path = f"{path}.products[{index}]"
-            if isinstance(product.id, int):
+            event.locale = event.locale.lower()
+        for product in event.products:
+            if type(product.id) is int:
                 product.id = str(product.id)
-            if not 0 < len(product.id) <= limits.max_string_length:
-                problems.add(
-                    f"{product_path}.id", f"must be 1 to {limits.max_string_length} characters"
-                )
-            if product.custom is not None:
-                self._check_custom(product.custom, f"{product_path}.custom", problems)
-        if event.custom is not None:
-            self._check_custom(event.custom, f"{path}.custom", problems)
-        for index, tag in enumerate(event.tags):
-            if not 0 < len(tag) <= limits.max_name_length:
-                problems.add(
-                    f"{path}.tags[{index}]", f"must be 1 to {limits.max_name_length} characters"
-                )
+            if product.custom is not None and product.custom.date:
+                _dates_to_utc(product.custom)
+        if event.custom is not None and event.custom.date:
+            _dates_to_utc(event.custom)
         if event.timestamp is None:
             occurred_at_ms = received_at_ms
             event.timestamp = _EPOCH + received_at_ms * _MILLISECOND
         else:
             event.timestamp = _as_utc(event.timestamp)
             occurred_at_ms = (event.timestamp - _EPOCH) // _MILLISECOND
-            if occurred_at_ms > received_at_ms + limits.max_future_seconds * 1000:
+            if occurred_at_ms > received_at_ms + self._limits.max_future_seconds * 1000:
                 problems.add(
                     f"{path}.timestamp",
                     f"{event.timestamp.isoformat()} is more than "
-                    f"{limits.max_future_seconds // 3600} hours in the future; send "
-                    "when the event happened (ISO-8601; no zone means UTC)",
+                    f"{self._limits.max_future_seconds // 3600} hours in the future; send when "
+                    "the event happened (ISO-8601; no zone means UTC)",
                 )
         if problems.count > before:
             return None
-        return AcceptedEvent(
-            occurred_at_ms, event.action, email, phone, event.profileId, self._encoder.encode(event)
-        )
+        document = self._encoder.encode(event)
+        return AcceptedEvent(occurred_at_ms, event.action, email, phone, event.profileId, document)
 
-    def _check_custom(self, custom: Custom, path: str, problems: _Problems) -> None:
-        max_name, max_string = self._limits.max_name_length, self._limits.max_string_length
-        typed_lists: tuple[tuple[str, Sequence[StringField | NumericField | DateField]], ...] = (
-            ("string", custom.string),
-            ("numeric", custom.numeric),
-            ("date", custom.date),
-        )
-        for kind, fields in typed_lists:
-            for index, field in enumerate(fields):
-                if not 0 < len(field.key) <= max_name:
-                    problems.add(
-                        f"{path}.{kind}[{index}].key", f"must be 1 to {max_name} characters"
-                    )
-        for index, string_field in enumerate(custom.string):
-            for value_index, value in enumerate(string_field.values):
-                if len(value) > max_string:
-                    problems.add(
-                        f"{path}.string[{index}].values[{value_index}]",
-                        f"is longer than {max_string} characters",
-                    )
-        for date_field in custom.date:
-            date_field.values = [_as_utc(value) for value in date_field.values]
+    def _convert_fields(
+        self, known: dict[str, Any], path: str, problems: _Problems
+    ) -> Event | None:
+        """Converts each field on its own so that every wrong field is reported, not the first."""
+        converted: dict[str, Any] = {}
+        if "action" not in known:
+            problems.add(f"{path}.action", f"is required: {_FIELD_HINTS['action']}")
+        for name, value in known.items():
+            try:
+                converted[name] = msgspec.convert(value, self._field_types[name])
+            except msgspec.ValidationError as error:
+                where, text = _locate(f"{path}.{name}", error)
+                problems.add(where, f"{text}; expected {_FIELD_HINTS.get(name, name)}")
+        if len(converted) < len(known) or "action" not in known:
+            return None
+        event: Event = self._event_type(**converted)
+        return event
 
 
 class _Problems:
@@ -268,21 +247,6 @@ def _split_unknown_fields(
     return known, extras, product_extras
 
 
-def _convert_fields(known: dict[str, Any], path: str, problems: _Problems) -> Event | None:
-    """Converts each field on its own so that every wrong type is reported, not the first."""
-    converted: dict[str, Any] = {}
-    if "action" not in known:
-        problems.add(f"{path}.action", "is required: the name of what happened, e.g. 'purchase'")
-    for name, value in known.items():
-        try:
-            converted[name] = msgspec.convert(value, _EVENT_TYPES[name])
-        except msgspec.ValidationError as error:
-            problems.add(*_locate(f"{path}.{name}", error))
-    if len(converted) < len(known) or "action" not in known:
-        return None
-    return Event(**converted)
-
-
 def _locate(path: str, error: msgspec.ValidationError) -> tuple[str, str]:
     """Turns msgspec's "Expected `str`, got `int` - at `$[0].id`" into our path and text."""
     text, _, where = str(error).partition(" - at `$")
@@ -294,6 +258,11 @@ def _hint_for_identifiers(extras: dict[str, Any] | None) -> str:
     if not lookalikes:
         return ""
     return f" (it has {', '.join(map(repr, lookalikes))}: field names are case-sensitive)"
+
+
+def _dates_to_utc(custom: Custom) -> None:
+    for field in custom.date:
+        field.values = [_as_utc(value) for value in field.values]
 
 
 def _as_utc(moment: datetime) -> datetime:

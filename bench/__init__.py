@@ -1,0 +1,1 @@
+"""Benchmarks for eventfold: realistic batches and a load driver (see docs/performance.md)."""
