@@ -12,8 +12,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from eventfold.bootstrap import Services, build_services
+from eventfold.clock import now_ms
 from eventfold.http.app import create_app
-from eventfold.services.clock import now_ms
 from eventfold.settings import Settings
 from eventfold.storage import open_storage
 from eventfold.storage.base import Storage
@@ -69,3 +69,20 @@ def auth(secret: str) -> dict[str, str]:
 
 def stored(storage: Storage, account_id: int) -> list[dict[str, Any]]:
     return [json.loads(document) for document in storage.stored_documents(account_id)]
+
+
+def wait_for_fold(client: TestClient, timeout: float = 10) -> None:
+    """Waits until /healthz says the fold has caught up with every accepted event."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.get("/healthz").json()["lag"]["events"] == 0:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the fold did not catch up in time")
+
+
+def post_events(client: TestClient, secret: str, *events: dict[str, Any]) -> None:
+    response = client.post("/api/v0/events", json={"events": list(events)}, headers=auth(secret))
+    assert response.status_code == 202, response.text

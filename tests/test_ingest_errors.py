@@ -12,10 +12,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from eventfold.bootstrap import build_services
+from eventfold.clock import now_ms
 from eventfold.domain.keys import hash_secret
 from eventfold.domain.limits import Limits
 from eventfold.http.app import create_app
-from eventfold.services.clock import now_ms
 from eventfold.settings import Settings
 from eventfold.storage import open_storage
 from eventfold.storage.base import Storage

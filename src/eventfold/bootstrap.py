@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from eventfold.domain.validation import BatchValidator
 from eventfold.services.auth import Authenticator
 from eventfold.services.ingest import IngestService
+from eventfold.services.profiles import ProfileService
 from eventfold.settings import Settings
 from eventfold.storage import open_storage
 from eventfold.storage.base import Storage
@@ -18,6 +19,7 @@ class Services:
     storage: Storage
     authenticator: Authenticator
     ingest: IngestService
+    profiles: ProfileService
 
 
 def build_services(settings: Settings, storage: Storage | None = None) -> Services:
@@ -28,4 +30,5 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
         storage=storage,
         authenticator=Authenticator(storage, settings.key_cache_seconds),
         ingest=IngestService(storage, BatchValidator(settings.limits)),
+        profiles=ProfileService(storage),
     )

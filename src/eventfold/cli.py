@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -13,10 +14,11 @@ from datetime import UTC, datetime
 from importlib import resources
 
 from eventfold import __version__
+from eventfold.clock import now_ms
 from eventfold.errors import ConfigurationError
-from eventfold.services.clock import now_ms
 from eventfold.settings import Settings
 from eventfold.storage import open_storage
+from eventfold.worker import FoldWorker
 
 EXIT_USAGE = 2
 DEFAULT_ACCOUNT = "default"
@@ -55,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
     serve.add_argument("--workers", type=int, help="server processes (default 1)")
     serve.set_defaults(run=_serve)
+
+    worker = commands.add_parser(
+        "worker", parents=[database], help="fold accepted events into profiles (foreground)"
+    )
+    worker.set_defaults(run=_worker)
 
     keys = commands.add_parser("keys", help="manage secret keys").add_subparsers(
         required=True, metavar="ACTION"
@@ -96,6 +103,16 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         timeout_keep_alive=5,
         log_level="warning",
     )
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    with closing(open_storage(settings)) as storage:
+        worker = FoldWorker(storage)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: worker.stop())
+        print(f"eventfold worker: folding events in {settings.database_url}", flush=True)
+        worker.run()
     return 0
 
 

@@ -31,6 +31,8 @@ class Settings:
     max_pending_events: int = 200_000
     # How long an SQLite write waits for another process's lock before answering 503.
     sqlite_busy_timeout_ms: int = 5_000
+    # Whether `eventfold serve` folds events into profiles itself (else run `eventfold worker`).
+    fold_in_server: bool = True
     # How long a looked-up key stays cached; revocation takes effect within this time.
     key_cache_seconds: float = 1.0
 
@@ -66,7 +68,14 @@ class Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def _parse(name: str, raw: str, kind: type) -> Any:
+    if kind is bool:
+        if raw.lower() not in _BOOLEANS:
+            raise ConfigurationError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not true or false")
+        return _BOOLEANS[raw.lower()]
     try:
         value = kind(raw)
     except ValueError:

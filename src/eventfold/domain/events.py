@@ -8,8 +8,8 @@ configurable limits are added by ``constrained_types`` at start-up.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import GenericAlias
 from datetime import datetime
+from types import GenericAlias
 from typing import Annotated, Any, NamedTuple
 
 import msgspec

@@ -9,7 +9,6 @@ that every problem can be listed with its path and unknown fields can be kept.
 from __future__ import annotations
 
 import typing
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -24,11 +23,10 @@ from eventfold.domain.events import (
 )
 from eventfold.domain.identity import EMAIL_RULE, PHONE_RULE, normalise_email, normalise_phone
 from eventfold.domain.limits import Limits
+from eventfold.domain.moments import as_utc, from_epoch_ms, to_epoch_ms
 from eventfold.errors import FieldError, InvalidRequest, PayloadTooLarge
 
 MAX_REPORTED_ERRORS = 100
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MILLISECOND = timedelta(milliseconds=1)
 # What a field must be, said after msgspec's own words when its type or length is wrong.
 _FIELD_HINTS = {
     "action": "the name of what happened, e.g. 'purchase'",
@@ -168,10 +166,10 @@ class BatchValidator:
             _dates_to_utc(event.custom)
         if event.timestamp is None:
             occurred_at_ms = received_at_ms
-            event.timestamp = _EPOCH + received_at_ms * _MILLISECOND
+            event.timestamp = from_epoch_ms(received_at_ms)
         else:
-            event.timestamp = _as_utc(event.timestamp)
-            occurred_at_ms = (event.timestamp - _EPOCH) // _MILLISECOND
+            event.timestamp = as_utc(event.timestamp)
+            occurred_at_ms = to_epoch_ms(event.timestamp)
             if occurred_at_ms > received_at_ms + self._limits.max_future_seconds * 1000:
                 problems.add(
                     f"{path}.timestamp",
@@ -262,11 +260,7 @@ def _hint_for_identifiers(extras: dict[str, Any] | None) -> str:
 
 def _dates_to_utc(custom: Custom) -> None:
     for field in custom.date:
-        field.values = [_as_utc(value) for value in field.values]
-
-
-def _as_utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        field.values = [as_utc(value) for value in field.values]
 
 
 def _shown(value: str) -> str:

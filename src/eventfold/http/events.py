@@ -6,7 +6,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from eventfold.bootstrap import Services
+from eventfold.domain.identity import PERSON_KINDS, parse_person
 from eventfold.http.body import check_json_content_type, read_body
+from eventfold.http.responses import json_response
+from eventfold.services.profiles import EventListing
 
 ACCEPTED_BODY = b"{}"
 
@@ -18,3 +21,21 @@ async def post_events(request: Request) -> Response:
     body = await read_body(request, services.settings.limits.max_body_bytes, gzipped)
     await services.ingest.accept_batch(principal, body)
     return Response(ACCEPTED_BODY, status_code=202, media_type="application/json")
+
+
+async def get_events(request: Request) -> Response:
+    services: Services = request.app.state.services
+    principal = services.authenticator.authenticate(request.headers.get("authorization"))
+    query = request.query_params
+    person = None
+    if any(kind in query for kind in PERSON_KINDS):
+        person = parse_person(query.get("email"), query.get("phoneNumber"), query.get("profileId"))
+    listing = EventListing(
+        cursor=query.get("cursor"),
+        event_types=tuple(query.getlist("eventTypes[]") + query.getlist("eventTypes")),
+        start=query.get("startDateTime"),
+        end=query.get("endDateTime"),
+        person=person,
+        limit=query.get("limit"),
+    )
+    return json_response(services.profiles.list_events(principal, listing))

@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from eventfold.clock import now_ms
 from eventfold.domain.keys import SECRET_PREFIX, hash_secret
 from eventfold.errors import Unauthorized
-from eventfold.services.clock import now_ms
 from eventfold.storage.base import KeyStore, Principal
 
 MAX_CACHED_KEYS = 10_000

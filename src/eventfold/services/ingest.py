@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from eventfold.clock import now_ms
 from eventfold.domain.validation import BatchValidator
-from eventfold.services.clock import now_ms
 from eventfold.storage.base import EventLog, Principal
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from eventfold.domain.events import AcceptedEvent
+from eventfold.domain.profile import ProfileState
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,33 @@ class KeyRecord:
     created_at_ms: int
     last_used_at_ms: int | None
     revoked_at_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    seq: int
+    received_at_ms: int
+    document: bytes
+    profile_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """A page of one account's events, newest first; ``before_seq`` continues a listing."""
+
+    account_id: int
+    limit: int
+    before_seq: int | None = None
+    actions: tuple[str, ...] = ()
+    start_ms: int | None = None  # inclusive
+    end_ms: int | None = None  # exclusive
+    person: tuple[str, str] | None = None  # (kind, normalised value)
+
+
+@dataclass(frozen=True, slots=True)
+class FoldLag:
+    events: int
+    seconds: float
 
 
 class KeyStore(Protocol):
@@ -62,6 +90,33 @@ class EventLog(Protocol):
         """The account's stored event documents, oldest first (for tests and export)."""
 
 
-class Storage(KeyStore, EventLog, Protocol):
+class ProfileStore(Protocol):
+    def fold_pending(self, max_events: int) -> int:
+        """Folds up to ``max_events`` unfolded events, in acceptance order, with the
+        progress committed in the same transaction; returns how many it folded."""
+
+    def wait_for_events(self, timeout: float) -> None:
+        """Blocks until new events may have been stored, or ``timeout`` seconds pass."""
+
+    def wake_waiters(self) -> None:
+        """Ends the waits of ``wait_for_events`` now (new events, or shutting down)."""
+
+    def find_profile(
+        self, account_id: int, kind: str, value: str
+    ) -> tuple[int, ProfileState] | None:
+        """The profile holding this identifier, with its id."""
+
+    async def erase_person(self, account_id: int, kind: str, value: str) -> None:
+        """Erases the profile with this identifier, its identifiers and all its events,
+        folded or not yet folded."""
+
+    def list_events(self, query: EventQuery) -> list[StoredEvent]:
+        """Up to ``query.limit`` events matching the query, newest first."""
+
+    def fold_lag(self, now_ms: int) -> FoldLag:
+        """How far the fold is behind the log."""
+
+
+class Storage(KeyStore, EventLog, ProfileStore, Protocol):
     def close(self) -> None:
         """Finishes queued writes and releases the database."""

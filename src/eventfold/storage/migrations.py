@@ -41,6 +41,28 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_by_account ON events(account_id, seq);
     """,
+    # 2: profiles, identifiers and the fold's progress.
+    """
+    CREATE TABLE profiles (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        state BLOB NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE identities (
+        account_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        profile_id INTEGER NOT NULL,
+        PRIMARY KEY (account_id, kind, value)
+    ) WITHOUT ROWID;
+    CREATE INDEX identities_by_profile ON identities(profile_id);
+    CREATE TABLE fold_state (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    CREATE INDEX events_by_profile ON events(profile_id, seq);
+    """,
 )
 
 

@@ -10,10 +10,13 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from eventfold.clock import now_ms as current_ms
 from eventfold.domain.events import AcceptedEvent
 from eventfold.domain.keys import generate_key_id, generate_secret, hash_secret
+from eventfold.domain.profile import ProfileState
 from eventfold.errors import ConfigurationError
-from eventfold.storage.base import KeyRecord, Principal
+from eventfold.storage import sqlite_profiles
+from eventfold.storage.base import EventQuery, FoldLag, KeyRecord, Principal, StoredEvent
 from eventfold.storage.migrations import migrate_sqlite
 from eventfold.storage.sqlite_writer import GroupCommitWriter
 
@@ -52,6 +55,7 @@ class SqliteStorage:
             ) from None
         self._writer = GroupCommitWriter(write_connection, max_pending_events)
         self._readers = threading.local()
+        self._new_events = threading.Event()
 
     def close(self) -> None:
         self._writer.close()
@@ -135,6 +139,7 @@ class SqliteStorage:
             connection.executemany(_INSERT_EVENT, rows)
 
         await self._writer.submit(insert, rows=len(rows))
+        self.wake_waiters()
 
     def count_events(self, account_id: int) -> int:
         row = (
@@ -149,3 +154,35 @@ class SqliteStorage:
             "SELECT body FROM events WHERE account_id = ? ORDER BY seq", (account_id,)
         )
         return [bytes(row[0]) for row in rows]
+
+    # --- profiles -------------------------------------------------------------------
+
+    def fold_pending(self, max_events: int) -> int:
+        return self._writer.run(
+            lambda connection: sqlite_profiles.fold_pending(connection, max_events, current_ms())
+        )
+
+    def wait_for_events(self, timeout: float) -> None:
+        self._new_events.wait(timeout)
+        self._new_events.clear()
+
+    def wake_waiters(self) -> None:
+        self._new_events.set()
+
+    def find_profile(
+        self, account_id: int, kind: str, value: str
+    ) -> tuple[int, ProfileState] | None:
+        return sqlite_profiles.find_profile(self._reader(), account_id, kind, value)
+
+    async def erase_person(self, account_id: int, kind: str, value: str) -> None:
+        await self._writer.submit(
+            lambda connection: sqlite_profiles.erase_person(
+                connection, account_id, kind, value, current_ms()
+            )
+        )
+
+    def list_events(self, query: EventQuery) -> list[StoredEvent]:
+        return sqlite_profiles.list_events(self._reader(), query)
+
+    def fold_lag(self, now_ms: int) -> FoldLag:
+        return sqlite_profiles.fold_lag(self._reader(), now_ms)

@@ -1,0 +1,232 @@
+"""The profile fold: a person's profile is the merge of the events that name them.
+
+Every part of a profile is a commutative, associative merge (set unions, min/max,
+sums, last-writer-wins registers ordered by event time and acceptance position, a top-50
+by recency), so folding the same events in any order, in any grouping, and merging
+profiles in any order gives the same profile.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from eventfold.domain.moments import iso_from_ms
+
+MAX_PRODUCTS_PER_ACTION = 50
+CUSTOM_TYPES = ("string", "numeric", "date")
+
+
+class Stamped(msgspec.Struct, array_like=True, frozen=True):
+    """A value with the (event time, acceptance position, index) that set it."""
+
+    at: int
+    seq: int
+    index: int
+    value: Any
+
+
+class ActionStats(msgspec.Struct, array_like=True, frozen=True):
+    count: int
+    first_at: int
+    last_at: int
+
+
+class ProfileState(msgspec.Struct, omit_defaults=True):
+    """What the fold keeps; ``profile_view`` turns it into the API's JSON."""
+
+    emails: list[str] = []
+    phone_numbers: list[str] = []
+    profile_ids: list[str] = []
+    first_seen: int | None = None
+    last_seen: int | None = None
+    event_count: int = 0
+    locale: Stamped | None = None
+    actions: dict[str, ActionStats] = {}
+    # "type:key" -> the values of the latest event that set that custom field
+    custom: dict[str, Stamped] = {}
+    tags: list[str] = []
+    # action -> products newest first, at most MAX_PRODUCTS_PER_ACTION, one entry per id
+    products: dict[str, list[Stamped]] = {}
+
+
+class FoldProduct(msgspec.Struct):
+    id: str
+
+
+class FoldCustomField(msgspec.Struct):
+    key: str
+    values: list[Any]
+
+
+class FoldCustom(msgspec.Struct):
+    string: list[FoldCustomField] = []
+    numeric: list[FoldCustomField] = []
+    date: list[FoldCustomField] = []
+
+
+class FoldInput(msgspec.Struct):
+    """The parts of a stored event document that the fold reads (others are ignored)."""
+
+    action: str
+    email: str | None = None
+    phoneNumber: str | None = None
+    profileId: str | None = None
+    locale: str | None = None
+    products: list[FoldProduct] = []
+    custom: FoldCustom | None = None
+    tags: list[str] = []
+
+
+Identifier = tuple[str, str]  # (kind, normalised value): ("email", "a@b.co")
+
+
+def identifiers_of(event: FoldInput) -> list[Identifier]:
+    """The identifiers an event names, in a fixed order."""
+    found: list[Identifier] = []
+    if event.email is not None:
+        found.append(("email", event.email))
+    if event.phoneNumber is not None:
+        found.append(("phoneNumber", event.phoneNumber))
+    if event.profileId is not None:
+        found.append(("profileId", event.profileId))
+    return found
+
+
+def state_of_event(event: FoldInput, at: int, seq: int) -> ProfileState:
+    """The profile that this one event alone makes; folding is merging these."""
+    custom: dict[str, Stamped] = {}
+    if event.custom is not None:
+        for kind in CUSTOM_TYPES:
+            for index, field in enumerate(getattr(event.custom, kind)):
+                custom[f"{kind}:{field.key}"] = Stamped(at, seq, index, field.values)
+    products: dict[str, list[Stamped]] = {}
+    if event.products:
+        # The first product listed counts as the newest of its event.
+        entries = [Stamped(at, seq, -index, p.id) for index, p in enumerate(event.products)]
+        products[event.action] = _newest_products(entries)
+    return ProfileState(
+        emails=[event.email] if event.email is not None else [],
+        phone_numbers=[event.phoneNumber] if event.phoneNumber is not None else [],
+        profile_ids=[event.profileId] if event.profileId is not None else [],
+        first_seen=at,
+        last_seen=at,
+        event_count=1,
+        locale=Stamped(at, seq, 0, event.locale) if event.locale is not None else None,
+        actions={event.action: ActionStats(1, at, at)},
+        custom=custom,
+        tags=sorted(set(event.tags)),
+        products=products,
+    )
+
+
+def merge_states(a: ProfileState, b: ProfileState) -> ProfileState:
+    """The profile of the union of both profiles' events."""
+    return ProfileState(
+        emails=_union(a.emails, b.emails),
+        phone_numbers=_union(a.phone_numbers, b.phone_numbers),
+        profile_ids=_union(a.profile_ids, b.profile_ids),
+        first_seen=_optional(min, a.first_seen, b.first_seen),
+        last_seen=_optional(max, a.last_seen, b.last_seen),
+        event_count=a.event_count + b.event_count,
+        locale=_latest(a.locale, b.locale),
+        actions=_merge_dicts(a.actions, b.actions, _merge_action),
+        custom=_merge_dicts(a.custom, b.custom, _later),
+        tags=_union(a.tags, b.tags),
+        products=_merge_dicts(a.products, b.products, _merge_products),
+    )
+
+
+def profile_view(profile_id: str, state: ProfileState) -> dict[str, Any]:
+    """The profile as the API returns it (camelCase JSON)."""
+    custom: dict[str, list[dict[str, Any]]] = {kind: [] for kind in CUSTOM_TYPES}
+    for name in sorted(state.custom):
+        kind, _, key = name.partition(":")
+        custom[kind].append({"key": key, "values": state.custom[name].value})
+    return {
+        "id": profile_id,
+        "emails": state.emails,
+        "phoneNumbers": state.phone_numbers,
+        "profileIds": state.profile_ids,
+        "firstSeen": _iso(state.first_seen),
+        "lastSeen": _iso(state.last_seen),
+        "eventCount": state.event_count,
+        "locale": state.locale.value if state.locale is not None else None,
+        "actions": {
+            action: {"count": s.count, "firstAt": _iso(s.first_at), "lastAt": _iso(s.last_at)}
+            for action, s in sorted(state.actions.items())
+        },
+        "custom": custom,
+        "tags": state.tags,
+        "products": {
+            action: [entry.value for entry in entries]
+            for action, entries in sorted(state.products.items())
+        },
+    }
+
+
+def _union(a: list[str], b: list[str]) -> list[str]:
+    if not b:
+        return a
+    if not a:
+        return b
+    return sorted(set(a).union(b))
+
+
+def _optional(pick: Any, a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    result: int = pick(a, b)
+    return result
+
+
+def _order(stamp: Stamped) -> tuple[int, int, int]:
+    return (stamp.at, stamp.seq, stamp.index)
+
+
+def _later(a: Stamped, b: Stamped) -> Stamped:
+    return a if _order(a) >= _order(b) else b
+
+
+def _latest(a: Stamped | None, b: Stamped | None) -> Stamped | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return _later(a, b)
+
+
+def _merge_action(a: ActionStats, b: ActionStats) -> ActionStats:
+    return ActionStats(a.count + b.count, min(a.first_at, b.first_at), max(a.last_at, b.last_at))
+
+
+def _merge_products(a: list[Stamped], b: list[Stamped]) -> list[Stamped]:
+    return _newest_products(a + b)
+
+
+def _newest_products(entries: list[Stamped]) -> list[Stamped]:
+    """One entry per product id (its newest), newest first, at most the configured count."""
+    newest: dict[str, Stamped] = {}
+    for entry in sorted(entries, key=_order, reverse=True):
+        newest.setdefault(entry.value, entry)
+        if len(newest) == MAX_PRODUCTS_PER_ACTION:
+            break
+    return list(newest.values())
+
+
+def _merge_dicts(a: dict[str, Any], b: dict[str, Any], merge: Any) -> dict[str, Any]:
+    if not b:
+        return a
+    if not a:
+        return b
+    merged = dict(a)
+    for key, value in b.items():
+        merged[key] = merge(merged[key], value) if key in merged else value
+    return merged
+
+
+def _iso(ms: int | None) -> str | None:
+    return iso_from_ms(ms) if ms is not None else None

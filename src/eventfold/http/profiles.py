@@ -1,0 +1,28 @@
+"""``/api/v0/profiles``: read back and erase one person's profile."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from eventfold.bootstrap import Services
+from eventfold.domain.identity import parse_person
+from eventfold.http.responses import json_response
+
+
+def person_in_query(request: Request) -> tuple[str, str]:
+    query = request.query_params
+    return parse_person(query.get("email"), query.get("phoneNumber"), query.get("profileId"))
+
+
+async def get_profile(request: Request) -> Response:
+    services: Services = request.app.state.services
+    principal = services.authenticator.authenticate(request.headers.get("authorization"))
+    return json_response(services.profiles.get_profile(principal, person_in_query(request)))
+
+
+async def delete_profile(request: Request) -> Response:
+    services: Services = request.app.state.services
+    principal = services.authenticator.authenticate(request.headers.get("authorization"))
+    await services.profiles.erase(principal, person_in_query(request))
+    return json_response({}, status_code=202)

@@ -1,0 +1,124 @@
+"""Reading back and erasing what was folded: profiles and events, scoped to an account."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from eventfold.clock import now_ms
+from eventfold.domain.moments import iso_from_ms, to_epoch_ms
+from eventfold.domain.profile import profile_view
+from eventfold.errors import InvalidRequest, NotFound
+from eventfold.storage.base import EventQuery, FoldLag, Principal, ProfileStore, StoredEvent
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1_000
+PROFILE_ID_PREFIX = "prof_"
+_document = msgspec.json.Decoder(dict[str, Any])
+
+
+@dataclass(frozen=True, slots=True)
+class EventListing:
+    """The query of ``GET /api/v0/events`` as the client sent it (strings, unparsed)."""
+
+    cursor: str | None = None
+    event_types: tuple[str, ...] = ()
+    start: str | None = None
+    end: str | None = None
+    person: tuple[str, str] | None = None
+    limit: str | None = None
+
+
+class ProfileService:
+    def __init__(self, store: ProfileStore) -> None:
+        self._store = store
+
+    def get_profile(self, principal: Principal, person: tuple[str, str]) -> dict[str, Any]:
+        """The person's profile as the API shows it; NotFound if there is none."""
+        found = self._store.find_profile(principal.account_id, *person)
+        if found is None:
+            raise NotFound(
+                f"no profile with {person[0]} {person[1]!r} in this account (events are "
+                "folded within seconds of their 202)"
+            )
+        profile_id, state = found
+        return profile_view(public_profile_id(profile_id), state)
+
+    async def erase(self, principal: Principal, person: tuple[str, str]) -> None:
+        """Erases the person's profile and all their events; unknown people are fine."""
+        await self._store.erase_person(principal.account_id, *person)
+
+    def list_events(self, principal: Principal, listing: EventListing) -> dict[str, Any]:
+        """A page of the account's events, newest first, and the cursor of the next page."""
+        limit = _parse_limit(listing.limit)
+        query = EventQuery(
+            account_id=principal.account_id,
+            limit=limit + 1,
+            before_seq=_decode_cursor(listing.cursor),
+            actions=listing.event_types,
+            start_ms=_parse_time("startDateTime", listing.start),
+            end_ms=_parse_time("endDateTime", listing.end),
+            person=listing.person,
+        )
+        events = self._store.list_events(query)
+        next_cursor = _encode_cursor(events[limit - 1].seq) if len(events) > limit else None
+        return {"events": [event_view(e) for e in events[:limit]], "nextCursor": next_cursor}
+
+    def lag(self) -> FoldLag:
+        return self._store.fold_lag(now_ms())
+
+
+def public_profile_id(profile_id: int) -> str:
+    return f"{PROFILE_ID_PREFIX}{profile_id}"
+
+
+def event_view(event: StoredEvent) -> dict[str, Any]:
+    """A stored event as the API returns it: its fields, when it arrived, its profile."""
+    view = _document.decode(event.document)
+    view["receivedAt"] = iso_from_ms(event.received_at_ms)
+    view["foldedIntoProfile"] = (
+        public_profile_id(event.profile_id) if event.profile_id is not None else None
+    )
+    return view
+
+
+def _parse_limit(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_PAGE_SIZE
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
+        raise InvalidRequest(f"limit: must be a whole number from 1 to {MAX_PAGE_SIZE}")
+    return int(raw)
+
+
+def _parse_time(name: str, raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        moment = msgspec.convert(raw, datetime)
+    except msgspec.ValidationError:
+        raise InvalidRequest(
+            f"{name}: {raw[:80]!r} is not an ISO-8601 date-time like '2024-05-01T10:00:00Z'"
+        ) from None
+    return to_epoch_ms(moment)
+
+
+def _encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        version, _, seq = text.partition(":")
+        if version == "v1" and seq.isdigit():
+            return int(seq)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise InvalidRequest("cursor: not a cursor this server gave out; pass nextCursor as it came")

@@ -1,0 +1,199 @@
+"""The fold, erasure and read-back in SQL, for the SQLite backend.
+
+Each function runs on a connection the caller owns; the write ones run inside the
+group-commit writer's transaction, so the fold's progress, the profile changes and the
+events' profile ids commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+
+import msgspec
+
+from eventfold.domain.profile import FoldInput, ProfileState, identifiers_of
+from eventfold.domain.profile_book import IdentityKey, ProfileBook
+from eventfold.storage.base import EventQuery, FoldLag, StoredEvent
+
+_fold_input = msgspec.json.Decoder(FoldInput)
+_state_decoder = msgspec.json.Decoder(ProfileState)
+_state_encoder = msgspec.json.Encoder()
+_PROGRESS = "folded_up_to"
+_LAST_PROFILE_ID = "last_profile_id"
+_IN_LIST_SIZE = 500
+
+
+def fold_pending(connection: sqlite3.Connection, max_events: int, now_ms: int) -> int:
+    """Folds the next unfolded events in acceptance order; returns how many."""
+    position = _get_state(connection, _PROGRESS)
+    rows = connection.execute(
+        "SELECT seq, account_id, occurred_at, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+        (position, max_events),
+    ).fetchall()
+    if not rows:
+        return 0
+    events = [(seq, account, at, _fold_input.decode(body)) for seq, account, at, body in rows]
+    keys = {
+        (account, *identifier) for _, account, _, e in events for identifier in identifiers_of(e)
+    }
+    identities = _load_identities(connection, keys)
+    states = _load_states(connection, set(identities.values()))
+    last_id = _get_state(connection, _LAST_PROFILE_ID)
+
+    def allocate_id() -> int:
+        nonlocal last_id
+        last_id += 1
+        return last_id
+
+    book = ProfileBook(identities, states, allocate_id)
+    assignments = [(book.fold(account, event, at, seq), seq) for seq, account, at, event in events]
+    _save(connection, book, now_ms)
+    connection.executemany(
+        "UPDATE events SET profile_id = ? WHERE seq = ?",
+        [(book.final_id(profile_id), seq) for profile_id, seq in assignments],
+    )
+    _set_state(connection, _LAST_PROFILE_ID, last_id)
+    _set_state(connection, _PROGRESS, rows[-1][0])
+    return len(rows)
+
+
+def erase_person(
+    connection: sqlite3.Connection, account_id: int, kind: str, value: str, now_ms: int
+) -> None:
+    """Folds everything accepted so far, then deletes the person's profile and events."""
+    while fold_pending(connection, 5_000, now_ms):
+        pass
+    found = find_profile(connection, account_id, kind, value)
+    if found is None:
+        return
+    profile_id = found[0]
+    connection.execute("DELETE FROM events WHERE profile_id = ?", (profile_id,))
+    connection.execute("DELETE FROM identities WHERE profile_id = ?", (profile_id,))
+    connection.execute("DELETE FROM profiles WHERE id = ?", (profile_id,))
+
+
+def find_profile(
+    connection: sqlite3.Connection, account_id: int, kind: str, value: str
+) -> tuple[int, ProfileState] | None:
+    row = connection.execute(
+        "SELECT p.id, p.state FROM identities i JOIN profiles p ON p.id = i.profile_id"
+        " WHERE i.account_id = ? AND i.kind = ? AND i.value = ?",
+        (account_id, kind, value),
+    ).fetchone()
+    return (row[0], _state_decoder.decode(row[1])) if row else None
+
+
+_PERSON_COLUMNS = {"email": "email", "phoneNumber": "phone", "profileId": "profile_ref"}
+
+
+def list_events(connection: sqlite3.Connection, query: EventQuery) -> list[StoredEvent]:
+    clauses: list[str] = ["account_id = ?"]
+    params: list[int | str] = [query.account_id]
+    if query.before_seq is not None:
+        clauses.append("seq < ?")
+        params.append(query.before_seq)
+    if query.actions:
+        clauses.append(f"action IN ({', '.join('?' * len(query.actions))})")
+        params.extend(query.actions)
+    if query.start_ms is not None:
+        clauses.append("occurred_at >= ?")
+        params.append(query.start_ms)
+    if query.end_ms is not None:
+        clauses.append("occurred_at < ?")
+        params.append(query.end_ms)
+    if query.person is not None:
+        kind, value = query.person
+        # Folded events by their profile; events not yet folded by the identifier itself.
+        clauses.append(
+            f"(profile_id = (SELECT profile_id FROM identities WHERE account_id = ? AND kind = ?"
+            f" AND value = ?) OR (profile_id IS NULL AND {_PERSON_COLUMNS[kind]} = ?))"
+        )
+        params.extend([query.account_id, kind, value, value])
+    rows = connection.execute(
+        f"SELECT seq, received_at, body, profile_id FROM events WHERE {' AND '.join(clauses)}"
+        " ORDER BY seq DESC LIMIT ?",
+        (*params, query.limit),
+    )
+    return [StoredEvent(seq, received, bytes(body), pid) for seq, received, body, pid in rows]
+
+
+def fold_lag(connection: sqlite3.Connection, now_ms: int) -> FoldLag:
+    position = _get_state(connection, _PROGRESS)
+    row = connection.execute(
+        "SELECT count(*), min(received_at) FROM events WHERE seq > ?", (position,)
+    ).fetchone()
+    behind, oldest = row
+    return FoldLag(events=behind, seconds=max(0.0, (now_ms - oldest) / 1000) if oldest else 0.0)
+
+
+def _load_identities(
+    connection: sqlite3.Connection, keys: Iterable[IdentityKey]
+) -> dict[IdentityKey, int]:
+    by_group: dict[tuple[int, str], list[str]] = {}
+    for account, kind, value in keys:
+        by_group.setdefault((account, kind), []).append(value)
+    found: dict[IdentityKey, int] = {}
+    for (account, kind), values in by_group.items():
+        for start in range(0, len(values), _IN_LIST_SIZE):
+            chunk = values[start : start + _IN_LIST_SIZE]
+            rows = connection.execute(
+                "SELECT value, profile_id FROM identities WHERE account_id = ? AND kind = ?"
+                f" AND value IN ({', '.join('?' * len(chunk))})",
+                (account, kind, *chunk),
+            )
+            for value, profile_id in rows:
+                found[(account, kind, value)] = profile_id
+    return found
+
+
+def _load_states(
+    connection: sqlite3.Connection, profile_ids: set[int]
+) -> dict[int, tuple[int, ProfileState]]:
+    states: dict[int, tuple[int, ProfileState]] = {}
+    ids = sorted(profile_ids)
+    for start in range(0, len(ids), _IN_LIST_SIZE):
+        chunk = ids[start : start + _IN_LIST_SIZE]
+        placeholders = ", ".join("?" * len(chunk))
+        rows = connection.execute(
+            f"SELECT id, account_id, state FROM profiles WHERE id IN ({placeholders})", chunk
+        )
+        for profile_id, account, state in rows:
+            states[profile_id] = (account, _state_decoder.decode(state))
+    return states
+
+
+def _save(connection: sqlite3.Connection, book: ProfileBook, now_ms: int) -> None:
+    for dead, survivor in book.merged_into.items():
+        final = book.final_id(survivor)
+        connection.execute(
+            "UPDATE identities SET profile_id = ? WHERE profile_id = ?", (final, dead)
+        )
+        connection.execute("UPDATE events SET profile_id = ? WHERE profile_id = ?", (final, dead))
+        connection.execute("DELETE FROM profiles WHERE id = ?", (dead,))
+    connection.executemany(
+        "INSERT INTO identities (account_id, kind, value, profile_id) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (account_id, kind, value) DO UPDATE SET profile_id = excluded.profile_id",
+        [(*key, profile_id) for key, profile_id in book.changed_identities.items()],
+    )
+    connection.executemany(
+        "INSERT INTO profiles (id, account_id, state, updated_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+        [
+            (pid, book.accounts[pid], _state_encoder.encode(book.states[pid]), now_ms)
+            for pid in book.touched
+        ],
+    )
+
+
+def _get_state(connection: sqlite3.Connection, name: str) -> int:
+    row = connection.execute("SELECT value FROM fold_state WHERE name = ?", (name,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _set_state(connection: sqlite3.Connection, name: str, value: int) -> None:
+    connection.execute(
+        "INSERT INTO fold_state (name, value) VALUES (?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (name, value),
+    )

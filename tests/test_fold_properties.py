@@ -1,0 +1,125 @@
+"""Property tests: the same events folded in any order and any grouping give the same
+profiles (ids aside, which depend on which profile was created first)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventfold.domain.profile import (
+    FoldCustom,
+    FoldCustomField,
+    FoldInput,
+    FoldProduct,
+    ProfileState,
+    merge_states,
+    profile_view,
+    state_of_event,
+)
+from eventfold.domain.profile_book import ProfileBook
+from eventfold.storage import sqlite_profiles
+from eventfold.storage.migrations import migrate_sqlite
+
+ACCOUNT = 1
+Event = tuple[int, int, FoldInput]  # (timestamp ms, acceptance position, event)
+
+custom_fields = st.lists(
+    st.builds(
+        FoldCustomField,
+        key=st.sampled_from(["color", "size"]),
+        values=st.lists(st.sampled_from(["a", "b", "c"]), max_size=2),
+    ),
+    max_size=2,
+)
+fold_inputs = st.builds(
+    FoldInput,
+    action=st.sampled_from(["view", "buy"]),
+    email=st.sampled_from([None, "a@x.co", "b@x.co", "c@x.co"]),
+    phoneNumber=st.sampled_from([None, "+3591111", "+3592222"]),
+    profileId=st.sampled_from([None, "p1", "p2"]),
+    locale=st.sampled_from([None, "bg", "en"]),
+    products=st.lists(st.builds(FoldProduct, id=st.sampled_from(["1", "2", "3"])), max_size=3),
+    custom=st.one_of(
+        st.none(),
+        st.builds(FoldCustom, string=custom_fields, numeric=st.just([]), date=st.just([])),
+    ),
+    tags=st.lists(st.sampled_from(["t1", "t2"]), max_size=2),
+).filter(lambda e: e.email is not None or e.phoneNumber is not None)
+event_sets = st.lists(
+    st.tuples(st.sampled_from([1_000, 2_000, 3_000]), fold_inputs), min_size=1, max_size=25
+).map(lambda items: [(at, seq + 1, event) for seq, (at, event) in enumerate(items)])
+
+
+def fold_in_one_book(events: list[Event]) -> dict[Any, dict[str, Any]]:
+    last_id = 0
+
+    def allocate() -> int:
+        nonlocal last_id
+        last_id += 1
+        return last_id
+
+    book = ProfileBook({}, {}, allocate)
+    for at, seq, event in events:
+        book.fold(ACCOUNT, event, at, seq)
+    return by_people({pid: state for pid, state in book.states.items()})
+
+
+def by_people(states: dict[int, ProfileState]) -> dict[Any, dict[str, Any]]:
+    """Profiles keyed by their identifiers, without the eventfold id."""
+    people = {}
+    for state in states.values():
+        view = profile_view("ignored", state)
+        del view["id"]
+        people[(tuple(view["emails"]), tuple(view["phoneNumbers"]), tuple(view["profileIds"]))] = (
+            view
+        )
+    return people
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=event_sets, order=st.randoms(use_true_random=False))
+def test_folding_in_any_order_gives_the_same_profiles(events: list[Event], order: Any) -> None:
+    shuffled = list(events)
+    order.shuffle(shuffled)
+    assert fold_in_one_book(shuffled) == fold_in_one_book(events)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=event_sets, order=st.randoms(use_true_random=False))
+def test_merging_in_any_grouping_gives_the_same_state(events: list[Event], order: Any) -> None:
+    singles = [state_of_event(event, at, seq) for at, seq, event in events]
+    left_fold = singles[0]
+    for state in singles[1:]:
+        left_fold = merge_states(left_fold, state)
+    pool = list(singles)
+    while len(pool) > 1:  # merge random pairs, in random argument order
+        a = pool.pop(order.randrange(len(pool)))
+        b = pool.pop(order.randrange(len(pool)))
+        pool.append(merge_states(a, b))
+    assert profile_view("x", pool[0]) == profile_view("x", left_fold)
+
+
+@settings(max_examples=60, deadline=None)
+@given(events=event_sets, chunk=st.integers(min_value=1, max_value=7))
+def test_sqlite_fold_in_any_chunk_size_matches_the_pure_fold(
+    events: list[Event], chunk: int
+) -> None:
+    connection = sqlite3.connect(":memory:", isolation_level=None)
+    migrate_sqlite(connection)
+    connection.execute("INSERT INTO accounts (id, name, created_at) VALUES (1, 'a', 0)")
+    connection.executemany(
+        "INSERT INTO events (seq, account_id, received_at, occurred_at, action, body)"
+        " VALUES (?, 1, 0, ?, ?, ?)",
+        [(seq, at, e.action, msgspec.json.encode(e)) for at, seq, e in events],
+    )
+    while sqlite_profiles.fold_pending(connection, chunk, now_ms=0):
+        pass
+    rows = connection.execute("SELECT id, state FROM profiles").fetchall()
+    stored = {pid: msgspec.json.decode(state, type=ProfileState) for pid, state in rows}
+    assert by_people(stored) == fold_in_one_book(events)
+    unfolded = connection.execute("SELECT count(*) FROM events WHERE profile_id IS NULL")
+    assert unfolded.fetchone()[0] == 0
