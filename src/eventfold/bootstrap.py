@@ -29,6 +29,11 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
         settings=settings,
         storage=storage,
         authenticator=Authenticator(storage, settings.key_cache_seconds),
-        ingest=IngestService(storage, BatchValidator(settings.limits)),
+        ingest=IngestService(
+            storage,
+            BatchValidator(settings.limits),
+            settings.idempotency_window_seconds,
+            settings.max_fold_lag_events,
+        ),
         profiles=ProfileService(storage),
     )

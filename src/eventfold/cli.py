@@ -68,9 +68,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     create = keys.add_parser("create", parents=[database], help="create a key for an account")
     create.add_argument("--account", required=True, help="account name (created if new)")
+    create.add_argument(
+        "--rate-limit",
+        type=_rate,
+        metavar="N",
+        help="most events per second this key may send (default: unlimited)",
+    )
     create.set_defaults(run=_keys_create)
     listing = keys.add_parser("list", parents=[database], help="list keys (never secrets)")
     listing.set_defaults(run=_keys_list)
+    limit = keys.add_parser(
+        "set-rate-limit", parents=[database], help="change a key's events-per-second limit"
+    )
+    limit.add_argument("key_id", metavar="KEY_ID")
+    limit.add_argument("rate_limit", type=_rate, metavar="N", help="events per second, or 'none'")
+    limit.set_defaults(run=_keys_set_rate_limit)
     revoke = keys.add_parser("revoke", parents=[database], help="revoke a key by its id")
     revoke.add_argument("key_id", metavar="KEY_ID")
     revoke.set_defaults(run=_keys_revoke)
@@ -152,7 +164,7 @@ curl -i -H 'Content-Type: application/json' -H 'Authorization: Bearer {secret}' 
 
 def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
     with closing(open_storage(settings)) as storage:
-        record, secret = storage.create_key(args.account, now_ms())
+        record, secret = storage.create_key(args.account, now_ms(), args.rate_limit)
     print(
         f"created key {record.id} for account '{record.account_name}'; the secret is shown "
         "only now:"
@@ -184,6 +196,32 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     print(f"revoked key {args.key_id}; running servers refuse it within a second")
     return 0
+
+
+def _keys_set_rate_limit(args: argparse.Namespace, settings: Settings) -> int:
+    with closing(open_storage(settings)) as storage:
+        found = storage.set_rate_limit(args.key_id, args.rate_limit)
+    if not found:
+        print(
+            f"eventfold: error: no key with id {args.key_id!r} (see 'eventfold keys list')",
+            file=sys.stderr,
+        )
+        return 1
+    shown = "unlimited" if args.rate_limit is None else f"{args.rate_limit:g} events/s"
+    print(f"key {args.key_id} is now limited to {shown}; servers apply it within a second")
+    return 0
+
+
+def _rate(raw: str) -> float | None:
+    if raw.lower() == "none":
+        return None
+    try:
+        rate = float(raw)
+    except ValueError:
+        rate = 0.0
+    if not 0 < rate < float("inf"):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a positive number of events per second")
+    return rate
 
 
 def _when(ms: int | None) -> str:

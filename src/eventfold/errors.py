@@ -48,6 +48,16 @@ class NotFound(EventfoldError):
     status = 404
 
 
+class RequestTimeout(EventfoldError):
+    status = 408
+
+
+class IdempotencyConflict(EventfoldError):
+    """The idempotency key was already used with a different body."""
+
+    status = 422
+
+
 class PayloadTooLarge(EventfoldError):
     status = 413
 
@@ -64,6 +74,12 @@ class RetryLater(EventfoldError):
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RateLimited(RetryLater):
+    """The key sent more events per second than its limit allows."""
+
+    status = 429
 
 
 class StorageUnavailable(RetryLater):

@@ -29,8 +29,13 @@ class Settings:
     limits: Limits = dataclasses.field(default_factory=Limits)
     # Upper bound on events queued for the writer; past it ingest answers 503.
     max_pending_events: int = 200_000
+    # Unfolded events past which ingest answers 503, so a stalled fold cannot grow the
+    # backlog without bound.
+    max_fold_lag_events: int = 1_000_000
     # How long an SQLite write waits for another process's lock before answering 503.
     sqlite_busy_timeout_ms: int = 5_000
+    # How long a repeated Idempotency-Key is recognised.
+    idempotency_window_seconds: int = 24 * 3600
     # Whether `eventfold serve` folds events into profiles itself (else run `eventfold worker`).
     fold_in_server: bool = True
     # How long a looked-up key stays cached; revocation takes effect within this time.

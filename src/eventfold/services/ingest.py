@@ -2,24 +2,77 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from eventfold.clock import now_ms
 from eventfold.domain.validation import BatchValidator
-from eventfold.storage.base import EventLog, Principal
+from eventfold.errors import InvalidRequest, Overloaded
+from eventfold.services.rate_limit import RateLimiter
+from eventfold.storage.base import IdempotencyClaim, Principal, Storage
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# Expired idempotency keys are deleted at most this often.
+_FORGET_EVERY_MS = 60_000
+# The fold's lag is read at most this often for backpressure.
+_LAG_CHECK_EVERY_MS = 500
 
 
 class IngestService:
-    def __init__(self, log: EventLog, validator: BatchValidator) -> None:
+    def __init__(
+        self,
+        log: Storage,
+        validator: BatchValidator,
+        idempotency_window_seconds: int,
+        max_fold_lag_events: int,
+    ) -> None:
         self._log = log
         self._validator = validator
+        self._window_ms = idempotency_window_seconds * 1000
+        self._max_fold_lag_events = max_fold_lag_events
+        self._rate_limiter = RateLimiter()
+        self._forgotten_at_ms = 0
+        self._lag_checked_at_ms = 0
+        self._fold_lag_events = 0
 
-    async def accept_batch(self, principal: Principal, body: bytes) -> int:
+    async def accept_batch(
+        self, principal: Principal, body: bytes, idempotency_key: str | None = None
+    ) -> int:
         """Stores the batch for the principal's account; returns how many events it held.
 
-        Returns only after the events are committed to disk; raises InvalidRequest (with
-        every problem) or a RetryLater error, and in both cases nothing is stored.
+        Returns only after the events are committed to disk. Raises InvalidRequest (with
+        every problem), RateLimited, IdempotencyConflict or a RetryLater error, and in
+        all those cases nothing is stored. A repeat of an idempotency key with the same
+        body stores nothing and returns as if it had.
         """
         received_at_ms = now_ms()
+        self._refuse_if_fold_is_behind(received_at_ms)
+        claim = self._claim(idempotency_key, body, received_at_ms)
         events = self._validator.validate(body, received_at_ms)
-        if events:
-            await self._log.append(principal.account_id, received_at_ms, events)
+        self._rate_limiter.take(principal.key_id, principal.rate_limit, len(events))
+        if events or claim is not None:
+            await self._log.append(principal.account_id, received_at_ms, events, claim)
         return len(events)
+
+    def _claim(self, key: str | None, body: bytes, now: int) -> IdempotencyClaim | None:
+        if key is None:
+            return None
+        if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+            raise InvalidRequest(
+                f"Idempotency-Key: must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters"
+            )
+        if now - self._forgotten_at_ms > _FORGET_EVERY_MS:
+            self._forgotten_at_ms = now
+            self._log.forget_idempotency_keys(now - self._window_ms)
+        return IdempotencyClaim(key, hashlib.sha256(body).digest(), now - self._window_ms)
+
+    def _refuse_if_fold_is_behind(self, now: int) -> None:
+        """Backpressure: past the bound, new batches wait instead of the backlog growing."""
+        if now - self._lag_checked_at_ms >= _LAG_CHECK_EVERY_MS:
+            self._lag_checked_at_ms = now
+            self._fold_lag_events = self._log.fold_lag(now).events
+        if self._fold_lag_events > self._max_fold_lag_events:
+            raise Overloaded(
+                f"the fold into profiles is {self._fold_lag_events} events behind (limit "
+                f"{self._max_fold_lag_events}); nothing was stored, retry in a few seconds",
+                retry_after=5,
+            )

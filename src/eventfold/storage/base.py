@@ -17,6 +17,7 @@ class Principal:
     key_id: str
     account_id: int
     account_name: str
+    rate_limit: float | None = None  # events per second; None means unlimited
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,16 @@ class KeyRecord:
     created_at_ms: int
     last_used_at_ms: int | None
     revoked_at_ms: int | None
+    rate_limit: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """A batch's idempotency key: a repeat within the window is stored only once."""
+
+    key: str
+    body_hash: bytes
+    not_before_ms: int  # rows older than this are expired
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +69,13 @@ class FoldLag:
 
 
 class KeyStore(Protocol):
-    def create_key(self, account_name: str, now_ms: int) -> tuple[KeyRecord, str]:
+    def create_key(
+        self, account_name: str, now_ms: int, rate_limit: float | None = None
+    ) -> tuple[KeyRecord, str]:
         """Creates the account if new and a key for it; returns the record and the secret."""
+
+    def set_rate_limit(self, key_id: str, rate_limit: float | None) -> bool:
+        """Changes a key's events-per-second limit (None: unlimited); False if no such key."""
 
     def list_keys(self) -> list[KeyRecord]:
         """Every key, oldest first."""
@@ -79,9 +95,21 @@ class KeyStore(Protocol):
 
 class EventLog(Protocol):
     async def append(
-        self, account_id: int, received_at_ms: int, events: Sequence[AcceptedEvent]
-    ) -> None:
-        """Stores the whole batch durably, or nothing; returns once it is on disk."""
+        self,
+        account_id: int,
+        received_at_ms: int,
+        events: Sequence[AcceptedEvent],
+        claim: IdempotencyClaim | None = None,
+    ) -> bool:
+        """Stores the whole batch durably, or nothing; returns once it is on disk.
+
+        With a claim whose key was already used with the same body inside the window,
+        stores nothing and returns False; with a different body, raises
+        IdempotencyConflict. Otherwise returns True.
+        """
+
+    def forget_idempotency_keys(self, before_ms: int) -> None:
+        """Drops idempotency keys created before ``before_ms``; may be deferred."""
 
     def count_events(self, account_id: int) -> int:
         """How many events the account has stored."""

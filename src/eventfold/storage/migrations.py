@@ -63,6 +63,17 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_by_profile ON events(profile_id, seq);
     """,
+    # 3: idempotent retries and per-key rate limits.
+    """
+    CREATE TABLE idempotency_keys (
+        account_id INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        body_hash BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (account_id, key)
+    ) WITHOUT ROWID;
+    ALTER TABLE api_keys ADD COLUMN rate_limit REAL
+    """,
 )
 
 

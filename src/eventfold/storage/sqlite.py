@@ -14,9 +14,16 @@ from eventfold.clock import now_ms as current_ms
 from eventfold.domain.events import AcceptedEvent
 from eventfold.domain.keys import generate_key_id, generate_secret, hash_secret
 from eventfold.domain.profile import ProfileState
-from eventfold.errors import ConfigurationError
+from eventfold.errors import ConfigurationError, IdempotencyConflict
 from eventfold.storage import sqlite_profiles
-from eventfold.storage.base import EventQuery, FoldLag, KeyRecord, Principal, StoredEvent
+from eventfold.storage.base import (
+    EventQuery,
+    FoldLag,
+    IdempotencyClaim,
+    KeyRecord,
+    Principal,
+    StoredEvent,
+)
 from eventfold.storage.migrations import migrate_sqlite
 from eventfold.storage.sqlite_writer import GroupCommitWriter
 
@@ -35,6 +42,34 @@ def connect(path: Path, busy_timeout_ms: int = 5_000) -> sqlite3.Connection:
     connection.execute("PRAGMA synchronous = FULL")
     connection.execute("PRAGMA foreign_keys = ON")
     return connection
+
+
+def _claim_key(
+    connection: sqlite3.Connection, account_id: int, now_ms: int, claim: IdempotencyClaim
+) -> bool:
+    """True if the batch is new; False if it repeats a batch stored under the same key.
+
+    Runs in the writer's transaction, so a repeat that arrives while the first request
+    is still in flight is serialised behind it and sees its row.
+    """
+    row = connection.execute(
+        "SELECT body_hash, created_at FROM idempotency_keys WHERE account_id = ? AND key = ?",
+        (account_id, claim.key),
+    ).fetchone()
+    if row is not None and row[1] >= claim.not_before_ms:
+        if bytes(row[0]) == claim.body_hash:
+            return False
+        raise IdempotencyConflict(
+            f"the Idempotency-Key {claim.key[:80]!r} was already used with a different body; "
+            "use a new key for a new batch"
+        )
+    connection.execute(
+        "INSERT INTO idempotency_keys (account_id, key, body_hash, created_at)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (account_id, key) DO UPDATE"
+        " SET body_hash = excluded.body_hash, created_at = excluded.created_at",
+        (account_id, claim.key, claim.body_hash, now_ms),
+    )
+    return True
 
 
 class SqliteStorage:
@@ -69,7 +104,9 @@ class SqliteStorage:
 
     # --- keys -----------------------------------------------------------------------
 
-    def create_key(self, account_name: str, now_ms: int) -> tuple[KeyRecord, str]:
+    def create_key(
+        self, account_name: str, now_ms: int, rate_limit: float | None = None
+    ) -> tuple[KeyRecord, str]:
         secret, key_id = generate_secret(), generate_key_id()
 
         def insert(connection: sqlite3.Connection) -> None:
@@ -78,17 +115,26 @@ class SqliteStorage:
                 (account_name, now_ms),
             )
             connection.execute(
-                "INSERT INTO api_keys (id, account_id, secret_hash, created_at)"
-                " SELECT ?, id, ?, ? FROM accounts WHERE name = ?",
-                (key_id, hash_secret(secret), now_ms, account_name),
+                "INSERT INTO api_keys (id, account_id, secret_hash, created_at, rate_limit)"
+                " SELECT ?, id, ?, ?, ? FROM accounts WHERE name = ?",
+                (key_id, hash_secret(secret), now_ms, rate_limit, account_name),
             )
 
         self._writer.run(insert)
-        return KeyRecord(key_id, account_name, now_ms, None, None), secret
+        return KeyRecord(key_id, account_name, now_ms, None, None, rate_limit), secret
+
+    def set_rate_limit(self, key_id: str, rate_limit: float | None) -> bool:
+        def update(connection: sqlite3.Connection) -> bool:
+            cursor = connection.execute(
+                "UPDATE api_keys SET rate_limit = ? WHERE id = ?", (rate_limit, key_id)
+            )
+            return cursor.rowcount > 0
+
+        return self._writer.run(update)
 
     def list_keys(self) -> list[KeyRecord]:
         rows = self._reader().execute(
-            "SELECT k.id, a.name, k.created_at, k.last_used_at, k.revoked_at"
+            "SELECT k.id, a.name, k.created_at, k.last_used_at, k.revoked_at, k.rate_limit"
             " FROM api_keys k JOIN accounts a ON a.id = k.account_id ORDER BY k.created_at, k.id"
         )
         return [KeyRecord(*row) for row in rows]
@@ -107,7 +153,8 @@ class SqliteStorage:
         row = (
             self._reader()
             .execute(
-                "SELECT k.id, a.id, a.name FROM api_keys k JOIN accounts a ON a.id = k.account_id"
+                "SELECT k.id, a.id, a.name, k.rate_limit"
+                " FROM api_keys k JOIN accounts a ON a.id = k.account_id"
                 " WHERE k.secret_hash = ? AND k.revoked_at IS NULL",
                 (secret_hash,),
             )
@@ -131,15 +178,30 @@ class SqliteStorage:
     # --- events ---------------------------------------------------------------------
 
     async def append(
-        self, account_id: int, received_at_ms: int, events: Sequence[AcceptedEvent]
-    ) -> None:
+        self,
+        account_id: int,
+        received_at_ms: int,
+        events: Sequence[AcceptedEvent],
+        claim: IdempotencyClaim | None = None,
+    ) -> bool:
         rows = [(account_id, received_at_ms, *event) for event in events]
 
-        def insert(connection: sqlite3.Connection) -> None:
+        def insert(connection: sqlite3.Connection) -> bool:
+            if claim is not None and not _claim_key(connection, account_id, received_at_ms, claim):
+                return False
             connection.executemany(_INSERT_EVENT, rows)
+            return True
 
-        await self._writer.submit(insert, rows=len(rows))
+        stored = await self._writer.submit(insert, rows=max(1, len(rows)))
         self.wake_waiters()
+        return stored
+
+    def forget_idempotency_keys(self, before_ms: int) -> None:
+        self._writer.enqueue_quietly(
+            lambda connection: connection.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < ?", (before_ms,)
+            )
+        )
 
     def count_events(self, account_id: int) -> int:
         row = (
