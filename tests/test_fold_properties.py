@@ -72,7 +72,7 @@ def by_people(states: dict[int, ProfileState]) -> dict[Any, dict[str, Any]]:
     """Profiles keyed by their identifiers, without the eventfold id."""
     people = {}
     for state in states.values():
-        view = profile_view("ignored", state)
+        view = msgspec.to_builtins(profile_view("ignored", state))
         del view["id"]
         people[(tuple(view["emails"]), tuple(view["phoneNumbers"]), tuple(view["profileIds"]))] = (
             view

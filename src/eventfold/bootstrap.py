@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from eventfold.domain.validation import BatchValidator
+from eventfold.http.openapi import build_openapi
 from eventfold.services.auth import Authenticator
 from eventfold.services.ingest import IngestService
 from eventfold.services.profiles import ProfileService
@@ -20,20 +22,23 @@ class Services:
     authenticator: Authenticator
     ingest: IngestService
     profiles: ProfileService
+    openapi: dict[str, Any]
 
 
 def build_services(settings: Settings, storage: Storage | None = None) -> Services:
     """Everything a server process needs; opens the database unless one is given."""
     storage = storage if storage is not None else open_storage(settings)
+    validator = BatchValidator(settings.limits)
     return Services(
         settings=settings,
         storage=storage,
         authenticator=Authenticator(storage, settings.key_cache_seconds),
         ingest=IngestService(
             storage,
-            BatchValidator(settings.limits),
+            validator,
             settings.idempotency_window_seconds,
             settings.max_fold_lag_events,
         ),
         profiles=ProfileService(storage),
+        openapi=build_openapi(validator.types),
     )

@@ -138,32 +138,66 @@ def merge_states(a: ProfileState, b: ProfileState) -> ProfileState:
     )
 
 
-def profile_view(profile_id: str, state: ProfileState) -> dict[str, Any]:
-    """The profile as the API returns it (camelCase JSON)."""
-    custom: dict[str, list[dict[str, Any]]] = {kind: [] for kind in CUSTOM_TYPES}
+class ActionView(msgspec.Struct):
+    count: int
+    firstAt: str | None
+    lastAt: str | None
+
+
+class CustomValues(msgspec.Struct):
+    key: str
+    values: list[Any]
+
+
+class CustomView(msgspec.Struct):
+    string: list[CustomValues]
+    numeric: list[CustomValues]
+    date: list[CustomValues]
+
+
+class ProfileView(msgspec.Struct):
+    """A profile as the API returns it."""
+
+    id: str
+    emails: list[str]
+    phoneNumbers: list[str]
+    profileIds: list[str]
+    firstSeen: str | None
+    lastSeen: str | None
+    eventCount: int
+    locale: str | None
+    actions: dict[str, ActionView]
+    custom: CustomView
+    tags: list[str]
+    products: dict[str, list[str]]
+
+
+def profile_view(profile_id: str, state: ProfileState) -> ProfileView:
+    """The profile as the API returns it."""
+    custom: dict[str, list[CustomValues]] = {kind: [] for kind in CUSTOM_TYPES}
     for name in sorted(state.custom):
         kind, _, key = name.partition(":")
-        custom[kind].append({"key": key, "values": state.custom[name].value})
-    return {
-        "id": profile_id,
-        "emails": state.emails,
-        "phoneNumbers": state.phone_numbers,
-        "profileIds": state.profile_ids,
-        "firstSeen": _iso(state.first_seen),
-        "lastSeen": _iso(state.last_seen),
-        "eventCount": state.event_count,
-        "locale": state.locale.value if state.locale is not None else None,
-        "actions": {
-            action: {"count": s.count, "firstAt": _iso(s.first_at), "lastAt": _iso(s.last_at)}
+        custom[kind].append(CustomValues(key, state.custom[name].value))
+    return ProfileView(
+        id=profile_id,
+        emails=state.emails,
+        phoneNumbers=state.phone_numbers,
+        profileIds=state.profile_ids,
+        firstSeen=_iso(state.first_seen),
+        lastSeen=_iso(state.last_seen),
+        eventCount=state.event_count,
+        locale=state.locale.value if state.locale is not None else None,
+        actions={
+            action: ActionView(s.count, _iso(s.first_at), _iso(s.last_at))
             for action, s in sorted(state.actions.items())
         },
-        "custom": custom,
-        "tags": state.tags,
-        "products": {
+        custom=CustomView(**custom),
+        tags=state.tags,
+        products={
             action: [entry.value for entry in entries]
             for action, entries in sorted(state.products.items())
         },
-    }
+    )
 
 
 def _union(a: list[str], b: list[str]) -> list[str]:

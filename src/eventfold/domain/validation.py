@@ -49,7 +49,7 @@ class BatchValidator:
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
-        types = constrained_types(limits)
+        self.types = types = constrained_types(limits)
         self._field_types: dict[str, Any] = typing.get_type_hints(types.event, include_extras=True)
         self._event_type = types.event
         self._batch_decoder = msgspec.json.Decoder(types.batch)

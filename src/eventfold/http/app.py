@@ -6,7 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.endpoints import HTTPEndpoint
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from eventfold.bootstrap import Services, build_services
@@ -15,8 +18,21 @@ from eventfold.http import errors
 from eventfold.http.events import get_events, post_events
 from eventfold.http.health import healthz
 from eventfold.http.profiles import delete_profile, get_profile
+from eventfold.http.responses import json_response
 from eventfold.settings import Settings
 from eventfold.worker import FoldWorker
+
+
+class EventsEndpoint(HTTPEndpoint):
+    """One endpoint per path, so that a 405 lists every method the path takes."""
+
+    get = staticmethod(get_events)
+    post = staticmethod(post_events)
+
+
+class ProfilesEndpoint(HTTPEndpoint):
+    get = staticmethod(get_profile)
+    delete = staticmethod(delete_profile)
 
 
 def create_app(services: Services, close_storage_on_shutdown: bool = False) -> Starlette:
@@ -35,11 +51,10 @@ def create_app(services: Services, close_storage_on_shutdown: bool = False) -> S
 
     app = Starlette(
         routes=[
-            Route("/api/v0/events", post_events, methods=["POST"]),
-            Route("/api/v0/events", get_events, methods=["GET"]),
-            Route("/api/v0/profiles", get_profile, methods=["GET"]),
-            Route("/api/v0/profiles", delete_profile, methods=["DELETE"]),
+            Route("/api/v0/events", EventsEndpoint),
+            Route("/api/v0/profiles", ProfilesEndpoint),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
         ],
         exception_handlers={
             EventfoldError: errors.handle_eventfold_error,
@@ -50,6 +65,11 @@ def create_app(services: Services, close_storage_on_shutdown: bool = False) -> S
     )
     app.state.services = services
     return app
+
+
+async def openapi(request: Request) -> Response:
+    services: Services = request.app.state.services
+    return json_response(services.openapi)
 
 
 def create_app_from_environment() -> Starlette:

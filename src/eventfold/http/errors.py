@@ -6,9 +6,11 @@ import logging
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from eventfold.errors import EventfoldError, InvalidRequest, RetryLater, Unauthorized
+from eventfold.http.openapi import ErrorBody, FieldErrorBody
+from eventfold.http.responses import json_response
 
 logger = logging.getLogger("eventfold.http")
 
@@ -19,15 +21,15 @@ _HTTP_MESSAGES = {
 
 
 def error_response(error: EventfoldError) -> Response:
-    body: dict[str, object] = {"message": error.message}
+    body = ErrorBody(error.message)
     headers: dict[str, str] = {}
-    if isinstance(error, InvalidRequest) and error.errors:
-        body["errors"] = [{"path": e.path, "message": e.message} for e in error.errors]
+    if isinstance(error, InvalidRequest):
+        body.errors = [FieldErrorBody(e.path, e.message) for e in error.errors]
     if isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(error, RetryLater):
         headers["Retry-After"] = str(error.retry_after)
-    return JSONResponse(body, status_code=error.status, headers=headers)
+    return json_response(body, error.status, headers)
 
 
 async def handle_eventfold_error(request: Request, error: Exception) -> Response:
@@ -40,12 +42,10 @@ async def handle_http_exception(request: Request, error: Exception) -> Response:
     message = _HTTP_MESSAGES.get(error.status_code, error.detail)
     if error.status_code == 405 and error.headers and "Allow" in error.headers:
         message += f" (allowed: {error.headers['Allow']})"
-    return JSONResponse({"message": message}, status_code=error.status_code, headers=error.headers)
+    return json_response(ErrorBody(message), error.status_code, error.headers)
 
 
 async def handle_unexpected_error(request: Request, error: Exception) -> Response:
     logger.exception("unexpected error on %s %s", request.method, request.url.path)
-    return JSONResponse(
-        {"message": "internal error; nothing was stored. This is a bug in eventfold."},
-        status_code=500,
-    )
+    message = "internal error; nothing was stored. This is a bug in eventfold."
+    return json_response(ErrorBody(message), 500)

@@ -6,12 +6,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from eventfold.bootstrap import Services
+from eventfold.http.openapi import Health, Lag
 from eventfold.http.responses import json_response
 
 
 async def healthz(request: Request) -> Response:
     services: Services = request.app.state.services
     lag = services.profiles.lag()
-    return json_response(
-        {"status": "ok", "lag": {"events": lag.events, "seconds": round(lag.seconds, 3)}}
-    )
+    return json_response(Health("ok", Lag(lag.events, round(lag.seconds, 3))))

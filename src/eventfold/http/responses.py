@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -10,7 +11,9 @@ from starlette.responses import Response
 _encoder = msgspec.json.Encoder()
 
 
-def json_response(content: Any, status_code: int = 200) -> Response:
+def json_response(
+    content: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
     return Response(
-        _encoder.encode(content), status_code=status_code, media_type="application/json"
+        _encoder.encode(content), status_code, headers=headers, media_type="application/json"
     )

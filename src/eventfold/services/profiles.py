@@ -12,7 +12,7 @@ import msgspec
 
 from eventfold.clock import now_ms
 from eventfold.domain.moments import iso_from_ms, to_epoch_ms
-from eventfold.domain.profile import profile_view
+from eventfold.domain.profile import ProfileView, profile_view
 from eventfold.errors import InvalidRequest, NotFound
 from eventfold.storage.base import EventQuery, FoldLag, Principal, ProfileStore, StoredEvent
 
@@ -38,7 +38,7 @@ class ProfileService:
     def __init__(self, store: ProfileStore) -> None:
         self._store = store
 
-    def get_profile(self, principal: Principal, person: tuple[str, str]) -> dict[str, Any]:
+    def get_profile(self, principal: Principal, person: tuple[str, str]) -> ProfileView:
         """The person's profile as the API shows it; NotFound if there is none."""
         found = self._store.find_profile(principal.account_id, *person)
         if found is None:

@@ -1,0 +1,222 @@
+"""The OpenAPI 3.1 document, generated from the msgspec types the server decodes and
+encodes, so that it cannot drift from what the server does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from eventfold import __version__
+from eventfold.domain.events import WireTypes
+from eventfold.domain.profile import ProfileView
+
+REF = "#/components/schemas/{name}"
+
+
+class FieldErrorBody(msgspec.Struct):
+    path: str
+    message: str
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    """Every error answer: what is wrong and how to fix it."""
+
+    message: str
+    errors: list[FieldErrorBody] = []
+
+
+class Lag(msgspec.Struct):
+    events: int
+    seconds: float
+
+
+class Health(msgspec.Struct):
+    status: str
+    lag: Lag
+
+
+class Accepted(msgspec.Struct, forbid_unknown_fields=True):
+    """The answer to an accepted request: an empty object."""
+
+
+class EventPage(msgspec.Struct):
+    events: list[dict[str, Any]]
+    nextCursor: str | None
+
+
+def _error(description: str, **headers: str) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": REF.format(name="ErrorBody")}}},
+    }
+    if headers:
+        answer["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}}
+            for name, text in headers.items()
+        }
+    return answer
+
+
+def _ok(description: str, schema: str, status: str = "200") -> dict[str, Any]:
+    return {
+        status: {
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": REF.format(name=schema)}}},
+        }
+    }
+
+
+_UNAUTHORIZED = _error(
+    "missing, malformed, unknown or revoked key", **{"WWW-Authenticate": "Bearer"}
+)
+_BAD = _error("a malformed request; the message names the field")
+_RETRY = {"Retry-After": "seconds to wait before retrying"}
+_PERSON = [
+    {
+        "name": kind,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": f"the person's {kind} (exactly one of email, phoneNumber, profileId)",
+    }
+    for kind in ("email", "phoneNumber", "profileId")
+]
+
+
+def build_openapi(types: WireTypes) -> dict[str, Any]:
+    """The document served at ``/openapi.json``."""
+    _, schemas = msgspec.json.schema_components(
+        [types.batch, ProfileView, ErrorBody, Health, Accepted, EventPage], ref_template=REF
+    )
+    # Events and products keep fields the API does not know; one identifier is required.
+    for name in ("Event", "Product"):
+        schemas[name].pop("additionalProperties", None)
+    schemas["Event"]["anyOf"] = [{"required": ["email"]}, {"required": ["phoneNumber"]}]
+    schemas["EventPage"]["properties"]["events"]["items"] = {
+        "allOf": [
+            {"$ref": REF.format(name="Event")},
+            {
+                "type": "object",
+                "required": ["receivedAt", "foldedIntoProfile"],
+                "properties": {
+                    "receivedAt": {"type": "string", "format": "date-time"},
+                    "foldedIntoProfile": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                },
+            },
+        ]
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "eventfold Custom Event API", "version": __version__},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/v0/events": {
+                "post": {
+                    "summary": "Store a batch of custom events (all or nothing)",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                            "description": "a repeat within 24 h is accepted but stored once",
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": REF.format(name="Batch")}}
+                        },
+                    },
+                    "responses": {
+                        **_ok("every event is committed to disk", "Accepted", "202"),
+                        "400": _BAD,
+                        "401": _UNAUTHORIZED,
+                        "408": _error("the body arrived too slowly"),
+                        "413": _error("the body or the number of events is over the limit"),
+                        "415": _error("the body is not JSON, or not gzip or plain"),
+                        "422": _error("the Idempotency-Key was used with another body"),
+                        "429": _error("the key is over its rate limit", **_RETRY),
+                        "503": _error("the store cannot take writes now", **_RETRY),
+                    },
+                },
+                "get": {
+                    "summary": "List the account's stored events, newest first",
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        },
+                        {
+                            "name": "cursor",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "eventTypes[]",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "array", "items": {"type": "string"}},
+                            "style": "form",
+                            "explode": True,
+                        },
+                        {
+                            "name": "startDateTime",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "format": "date-time"},
+                        },
+                        {
+                            "name": "endDateTime",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "format": "date-time"},
+                        },
+                        *_PERSON,
+                    ],
+                    "responses": {
+                        **_ok("a page of events", "EventPage"),
+                        "400": _BAD,
+                        "401": _UNAUTHORIZED,
+                    },
+                },
+            },
+            "/api/v0/profiles": {
+                "get": {
+                    "summary": "Read one person's profile",
+                    "parameters": _PERSON,
+                    "responses": {
+                        **_ok("the profile", "ProfileView"),
+                        "400": _BAD,
+                        "401": _UNAUTHORIZED,
+                        "404": _error("no such person"),
+                    },
+                },
+                "delete": {
+                    "summary": "Erase one person: profile, identifiers and events",
+                    "parameters": _PERSON,
+                    "responses": {
+                        **_ok("erased (or never known)", "Accepted", "202"),
+                        "400": _BAD,
+                        "401": _UNAUTHORIZED,
+                        "503": _error("the store cannot take writes now", **_RETRY),
+                    },
+                },
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness and the fold's lag",
+                    "security": [],
+                    "responses": _ok("the process is up", "Health"),
+                }
+            },
+        },
+    }

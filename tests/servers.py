@@ -1,0 +1,104 @@
+"""Running `eventfold serve` as a real process for tests that speak TCP to it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Served:
+    url: str
+    port: int
+    secret: str
+    banner: str
+    process: subprocess.Popen[str]
+    database: Path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start_server(
+    folder: Path, port: int, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "eventfold", "serve", "--port", str(port)],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@contextmanager
+def served(folder: Path, env: dict[str, str] | None = None) -> Iterator[Served]:
+    """A server on a fresh ./eventfold.db in ``folder``, with the key it printed."""
+    port = free_port()
+    process = start_server(folder, port, env)
+    try:
+        banner = read_until(process, "listening on")
+        found = re.search(r"^\s+(efsk_\S+)$", banner, re.MULTILINE)
+        assert found, banner
+        wait_until_serving(port)
+        yield Served(
+            f"http://127.0.0.1:{port}",
+            port,
+            found.group(1),
+            banner,
+            process,
+            folder / "eventfold.db",
+        )
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+def read_until(process: subprocess.Popen[str], marker: str, timeout: float = 20) -> str:
+    assert process.stdout is not None
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+    raise AssertionError(f"server never printed {marker!r}: {''.join(seen)}")
+
+
+def wait_until_serving(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port}")
