@@ -16,6 +16,7 @@ from importlib import resources
 from eventfold import __version__
 from eventfold.clock import now_ms
 from eventfold.errors import ConfigurationError
+from eventfold.http.protocol import BoundedHttpToolsProtocol
 from eventfold.settings import Settings
 from eventfold.storage import open_storage
 from eventfold.worker import FoldWorker
@@ -110,7 +111,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http=BoundedHttpToolsProtocol,
         access_log=False,
         timeout_keep_alive=5,
         log_level="warning",

@@ -27,6 +27,8 @@ class Settings:
     port: int = 8000
     workers: int = 1
     limits: Limits = dataclasses.field(default_factory=Limits)
+    # How long a request's body may take to arrive before the answer is 408.
+    body_timeout_seconds: float = 30.0
     # Upper bound on events queued for the writer; past it ingest answers 503.
     max_pending_events: int = 200_000
     # Unfolded events past which ingest answers 503, so a stalled fold cannot grow the

@@ -43,8 +43,12 @@ class Custom(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     date: list[DateField] = []
 
 
+# Integer product ids must fit in 64 bits; larger ones are to be sent as strings.
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
 class Product(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    id: str | int
+    id: str | Int64
     custom: Custom | None = None
     quantity: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
@@ -122,7 +126,7 @@ def constrained_types(limits: Limits) -> WireTypes:
             ("date", list_of(date_field), []),
         ],
     )
-    product = subclass(Product, [("id", identifier | int), ("custom", custom | None, None)])
+    product = subclass(Product, [("id", identifier | Int64), ("custom", custom | None, None)])
     event = subclass(
         Event,
         [

@@ -63,6 +63,8 @@ def create_app(services: Services, close_storage_on_shutdown: bool = False) -> S
         },
         lifespan=lifespan,
     )
+    # "/api/v0/events/" is a 404 like any unknown path, not a redirect a client may not follow.
+    app.router.redirect_slashes = False
     app.state.services = services
     return app
 

@@ -6,11 +6,17 @@ small "zip bomb" costs at most ``max_bytes`` of memory.
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 
 from starlette.requests import Request
 
-from eventfold.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from eventfold.errors import (
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 
 _GZIP_WINDOW = 16 + zlib.MAX_WBITS
 
@@ -38,8 +44,22 @@ def check_json_content_type(request: Request) -> bool:
     return encoding == "gzip"
 
 
-async def read_body(request: Request, max_bytes: int, gzipped: bool) -> bytes:
-    """The whole (decompressed) body; raises PayloadTooLarge past ``max_bytes``."""
+async def read_body(
+    request: Request, max_bytes: int, gzipped: bool, timeout_seconds: float
+) -> bytes:
+    """The whole (decompressed) body; raises PayloadTooLarge past ``max_bytes`` and
+    RequestTimeout when it takes longer than ``timeout_seconds`` to arrive."""
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            return await _read_body(request, max_bytes, gzipped)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the body did not arrive within {timeout_seconds:g} seconds; send it faster or "
+            "in smaller batches"
+        ) from None
+
+
+async def _read_body(request: Request, max_bytes: int, gzipped: bool) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)

@@ -34,7 +34,12 @@ def error_response(error: EventfoldError) -> Response:
 
 async def handle_eventfold_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, EventfoldError)
-    return error_response(error)
+    response = error_response(error)
+    if "content-length" in request.headers or "transfer-encoding" in request.headers:
+        # The body may be unread (a 401, 413 or 415 answers before reading it), and what
+        # is left of it must not be parsed as the connection's next request.
+        response.headers["Connection"] = "close"
+    return response
 
 
 async def handle_http_exception(request: Request, error: Exception) -> Response:

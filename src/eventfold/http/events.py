@@ -18,7 +18,10 @@ async def post_events(request: Request) -> Response:
     services: Services = request.app.state.services
     principal = services.authenticator.authenticate(request.headers.get("authorization"))
     gzipped = check_json_content_type(request)
-    body = await read_body(request, services.settings.limits.max_body_bytes, gzipped)
+    settings = services.settings
+    body = await read_body(
+        request, settings.limits.max_body_bytes, gzipped, settings.body_timeout_seconds
+    )
     await services.ingest.accept_batch(principal, body, request.headers.get("idempotency-key"))
     return Response(ACCEPTED_BODY, status_code=202, media_type="application/json")
 
