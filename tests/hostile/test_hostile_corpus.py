@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -27,10 +28,9 @@ def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
     connection.settimeout(CASE_TIMEOUT_SECONDS)
 
     def send() -> None:
-        try:
+        # The server may answer early and close; the answer is what matters.
+        with contextlib.suppress(OSError):
             connection.sendall(request)
-        except OSError:
-            pass  # the server answered early and closed; the answer is what matters
 
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
