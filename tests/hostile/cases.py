@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ class Case:
     status: int
 
 
-def http(method: str, path: str, headers: dict[str, str | bytes], body: bytes = b"") -> bytes:
+def http(method: str, path: str, headers: Mapping[str, str | bytes], body: bytes = b"") -> bytes:
     lines = [f"{method} {path} HTTP/1.1".encode(), b"Host: localhost"]
     for name, value in headers.items():
         lines.append(
