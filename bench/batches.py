@@ -17,12 +17,17 @@ def realistic_event(rng: random.Random, people: int = 10_000) -> dict[str, Any]:
     else:
         event["phoneNumber"] = f"+3598{person:08d}"
     event["products"] = [
-        {"id": str(rng.randrange(100_000)),
-         "custom": {"string": [{"key": "color", "values": [rng.choice(("black", "red"))]}]}}
+        {
+            "id": str(rng.randrange(100_000)),
+            "custom": {"string": [{"key": "color", "values": [rng.choice(("black", "red"))]}]},
+        }
         for _ in range(rng.randint(2, 3))
     ]
-    strings = [{"key": "agent", "values": ["web"]}, {"key": "name", "values": ["I. Z."]},
-               {"key": "imageURL", "values": [f"https://cdn.shop.example/img/{person}.jpg"]}]
+    strings = [
+        {"key": "agent", "values": ["web"]},
+        {"key": "name", "values": ["I. Z."]},
+        {"key": "imageURL", "values": [f"https://cdn.shop.example/img/{person}.jpg"]},
+    ]
     event["custom"] = {
         "string": strings[: rng.randint(1, 3)],
         "numeric": [{"key": "price", "values": [round(rng.uniform(1, 500), 2)]}],

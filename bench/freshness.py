@@ -26,8 +26,9 @@ def probe(url: str, secret: str, seconds: float, interval: float = 0.1) -> list[
     with httpx2.Client(base_url=url, headers=headers, timeout=30) as client:
         while time.monotonic() < deadline:
             email = f"probe-{uuid.uuid4().hex[:12]}@freshness.example"
-            response = client.post("/api/v0/events",
-                                   json={"events": [{"action": "probe", "email": email}]})
+            response = client.post(
+                "/api/v0/events", json={"events": [{"action": "probe", "email": email}]}
+            )
             if response.status_code != 202:
                 time.sleep(interval)
                 continue
@@ -44,8 +45,12 @@ def summary(samples: list[float]) -> dict[str, float]:
         return {"count": 0}
     ordered = sorted(samples)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {"count": len(samples), "p50": statistics.median(ordered), "p99": p99,
-            "max": ordered[-1]}
+    return {
+        "count": len(samples),
+        "p50": statistics.median(ordered),
+        "p99": p99,
+        "max": ordered[-1],
+    }
 
 
 def main() -> None:
@@ -55,8 +60,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     args = parser.parse_args()
     result = summary(probe(args.url, args.key, args.seconds))
-    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                   for k, v in result.items()))
+    print(
+        " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
+    )
 
 
 if __name__ == "__main__":
