@@ -78,20 +78,19 @@ valid_events = st.fixed_dictionaries(
     ).map(lambda extras: {**extras, **event})
 )
 # One bad field, to mix rejected batches in with the accepted ones.
-corruptions = st.sampled_from(
-    [
-        {"action": ""},
-        {"email": "not-an-email"},
-        {"phoneNumber": "12"},
-        {"locale": "english"},
-        {"tags": [""]},
-        {"timestamp": "3000-01-01T00:00:00Z"},
-        {"products": [{"id": 1.5}]},
-        {"custom": {"boolean": []}},
-        {"action": "a" * 257},
-        {"profileId": 7},
-    ]
-)
+CORRUPTIONS: list[dict[str, Any]] = [
+    {"action": ""},
+    {"email": "not-an-email"},
+    {"phoneNumber": "12"},
+    {"locale": "english"},
+    {"tags": [""]},
+    {"timestamp": "3000-01-01T00:00:00Z"},
+    {"products": [{"id": 1.5}]},
+    {"custom": {"boolean": []}},
+    {"action": "a" * 257},
+    {"profileId": 7},
+]
+corruptions = st.sampled_from(CORRUPTIONS)
 
 
 @st.composite
