@@ -65,6 +65,7 @@ def test_full_disk_answers_503_stores_nothing_and_recovers_without_restart(
             accepted += 1
             assert accepted < 1_000, "the disk never filled"
         assert accepted > 0
+        print(f"disk full after {accepted} batches")
         assert storage.count_events(1) == accepted * 100
 
         filler.unlink()  # free space: ingest resumes by itself
