@@ -16,6 +16,7 @@ from eventfold.domain.profile import (
     FoldInput,
     FoldProduct,
     ProfileState,
+    fold_events,
     merge_states,
     profile_view,
     state_of_event,
@@ -65,6 +66,7 @@ def fold_in_one_book(events: list[Event]) -> dict[Any, dict[str, Any]]:
     book = ProfileBook({}, {}, allocate)
     for at, seq, event in events:
         book.fold(ACCOUNT, event, at, seq)
+    book.settle()
     return by_people({pid: state for pid, state in book.states.items()})
 
 
@@ -101,6 +103,18 @@ def test_merging_in_any_grouping_gives_the_same_state(events: list[Event], order
         b = pool.pop(order.randrange(len(pool)))
         pool.append(merge_states(a, b))
     assert profile_view("x", pool[0]) == profile_view("x", left_fold)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=event_sets, split=st.integers(min_value=0, max_value=25))
+def test_folding_in_one_pass_equals_merging_each_event(events: list[Event], split: int) -> None:
+    singles = [state_of_event(event, at, seq) for at, seq, event in events]
+    merged = ProfileState()
+    for state in singles:
+        merged = merge_states(merged, state)
+    start = fold_events(ProfileState(), [(e, at, seq) for at, seq, e in events[:split]])
+    in_one_pass = fold_events(start, [(e, at, seq) for at, seq, e in events[split:]])
+    assert profile_view("x", in_one_pass) == profile_view("x", merged)
 
 
 @settings(max_examples=60, deadline=None)

@@ -8,6 +8,7 @@ profiles in any order gives the same profile.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -118,6 +119,69 @@ def state_of_event(event: FoldInput, at: int, seq: int) -> ProfileState:
         custom=custom,
         tags=sorted(set(event.tags)),
         products=products,
+    )
+
+
+def fold_events(state: ProfileState, events: Sequence[tuple[FoldInput, int, int]]) -> ProfileState:
+    """``state`` merged with the singleton state of each (event, at, seq), in one pass.
+
+    The same result as merging ``state_of_event`` of each event into ``state`` (a
+    property test holds the two together), at a fraction of the cost.
+    """
+    if not events:
+        return state
+    emails, phones, refs = set(state.emails), set(state.phone_numbers), set(state.profile_ids)
+    tags = set(state.tags)
+    first_seen, last_seen, locale = state.first_seen, state.last_seen, state.locale
+    actions = {name: [s.count, s.first_at, s.last_at] for name, s in state.actions.items()}
+    custom = dict(state.custom)
+    products: dict[str, list[Stamped]] = {}
+    for event, at, seq in events:
+        if event.email is not None:
+            emails.add(event.email)
+        if event.phoneNumber is not None:
+            phones.add(event.phoneNumber)
+        if event.profileId is not None:
+            refs.add(event.profileId)
+        tags.update(event.tags)
+        first_seen = at if first_seen is None or at < first_seen else first_seen
+        last_seen = at if last_seen is None or at > last_seen else last_seen
+        if event.locale is not None and (
+            locale is None or (at, seq, 0) >= (locale.at, locale.seq, locale.index)
+        ):
+            locale = Stamped(at, seq, 0, event.locale)
+        stats = actions.get(event.action)
+        if stats is None:
+            actions[event.action] = [1, at, at]
+        else:
+            stats[0] += 1
+            stats[1] = min(stats[1], at)
+            stats[2] = max(stats[2], at)
+        if event.custom is not None:
+            for kind in CUSTOM_TYPES:
+                for index, field in enumerate(getattr(event.custom, kind)):
+                    name = f"{kind}:{field.key}"
+                    old = custom.get(name)
+                    if old is None or (at, seq, index) >= (old.at, old.seq, old.index):
+                        custom[name] = Stamped(at, seq, index, field.values)
+        if event.products:
+            entries = products.setdefault(event.action, [])
+            entries.extend(Stamped(at, seq, -i, p.id) for i, p in enumerate(event.products))
+    merged_products = dict(state.products)
+    for action, entries in products.items():
+        merged_products[action] = _newest_products(merged_products.get(action, []) + entries)
+    return ProfileState(
+        emails=sorted(emails),
+        phone_numbers=sorted(phones),
+        profile_ids=sorted(refs),
+        first_seen=first_seen,
+        last_seen=last_seen,
+        event_count=state.event_count + len(events),
+        locale=locale,
+        actions={name: ActionStats(*stats) for name, stats in actions.items()},
+        custom=custom,
+        tags=sorted(tags),
+        products=merged_products,
     )
 
 

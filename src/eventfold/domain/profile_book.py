@@ -13,9 +13,9 @@ from collections.abc import Callable
 from eventfold.domain.profile import (
     FoldInput,
     ProfileState,
+    fold_events,
     identifiers_of,
     merge_states,
-    state_of_event,
 )
 
 IdentityKey = tuple[int, str, str]  # (account id, kind, normalised value)
@@ -37,6 +37,8 @@ class ProfileBook:
         self.changed_identities: dict[IdentityKey, int] = {}
         self.touched: set[int] = set()
         self._allocate_id = allocate_id
+        # Events wait here per profile and are applied in one pass by ``settle``.
+        self._pending: dict[int, list[tuple[FoldInput, int, int]]] = {}
 
     def fold(self, account_id: int, event: FoldInput, at: int, seq: int) -> int:
         """Folds one event into its person's profile; returns that profile's id."""
@@ -50,13 +52,19 @@ class ProfileBook:
             survivor = self._allocate_id()
             self.states[survivor] = ProfileState()
             self.accounts[survivor] = account_id
-        self.states[survivor] = merge_states(self.states[survivor], state_of_event(event, at, seq))
+        self._pending.setdefault(survivor, []).append((event, at, seq))
         for key in keys:
             if self.identities.get(key) != survivor:
                 self.identities[key] = survivor
                 self.changed_identities[key] = survivor
         self.touched.add(survivor)
         return survivor
+
+    def settle(self) -> None:
+        """Applies the events folded so far to their profiles' states."""
+        for profile_id, events in self._pending.items():
+            self.states[profile_id] = fold_events(self.states[profile_id], events)
+        self._pending.clear()
 
     def final_id(self, profile_id: int) -> int:
         """The profile that ``profile_id`` was merged into, or itself."""
@@ -66,6 +74,7 @@ class ProfileBook:
 
     def _merge(self, dead: int, survivor: int) -> None:
         self.states[survivor] = merge_states(self.states[survivor], self.states.pop(dead))
+        self._pending.setdefault(survivor, []).extend(self._pending.pop(dead, []))
         self.accounts.pop(dead)
         self.merged_into[dead] = survivor
         self.touched.discard(dead)

@@ -48,6 +48,7 @@ def fold_pending(connection: sqlite3.Connection, max_events: int, now_ms: int) -
 
     book = ProfileBook(identities, states, allocate_id)
     assignments = [(book.fold(account, event, at, seq), seq) for seq, account, at, event in events]
+    book.settle()
     _save(connection, book, now_ms)
     connection.executemany(
         "UPDATE events SET profile_id = ? WHERE seq = ?",
