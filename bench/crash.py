@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx2
 
+from bench.processes import create_key, free_port, wait_for_fold, wait_until_listening
+
 PEOPLE = 40
 
 
@@ -72,7 +74,7 @@ class _Processes:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait_until_healthy(f"http://127.0.0.1:{self.port}")
+        wait_until_listening(self.port)
         return process
 
     def _start_worker(self) -> subprocess.Popen[bytes]:
@@ -103,8 +105,8 @@ def run(kills: int, clients: int = 4, seed: int = 1) -> CrashReport:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as folder_name:
         folder = Path(folder_name)
-        port = _free_port()
-        secret = _create_key(folder)
+        port = free_port()
+        secret = create_key(f"sqlite:///{folder / 'crash.db'}")
         processes = _Processes(folder, port)
         url = f"http://127.0.0.1:{port}"
         ledger, stop = _Ledger(), threading.Event()
@@ -164,10 +166,7 @@ def _client(url: str, secret: str, number: int, ledger: _Ledger, stop: threading
 def _check(url: str, secret: str, ledger: _Ledger, report: CrashReport) -> None:
     headers = {"Authorization": f"Bearer {secret}"}
     with httpx2.Client(base_url=url, headers=headers, timeout=30) as client:
-        deadline = time.monotonic() + 120
-        while client.get("/healthz").json()["lag"]["events"] > 0:
-            assert time.monotonic() < deadline, "the fold did not catch up"
-            time.sleep(0.1)
+        wait_for_fold(url)
         stored: Counter[str] = Counter()
         folded = 0
         params: dict[str, Any] = {"limit": 1000}
@@ -198,46 +197,6 @@ def _check(url: str, secret: str, ledger: _Ledger, report: CrashReport) -> None:
         elif present:  # committed, but the 202 was lost in a kill
             report.unanswered_batches_stored += 1
             report.unanswered_events_stored += present
-
-
-def _create_key(folder: Path) -> str:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "eventfold",
-            "keys",
-            "create",
-            "--account",
-            "crash",
-            "--database",
-            f"sqlite:///{folder / 'crash.db'}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return result.stdout.strip().splitlines()[-1]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _wait_until_healthy(url: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx2.HTTPError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def main() -> None:

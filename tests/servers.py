@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench.processes import free_port, wait_until_listening
 
 
 @dataclass
@@ -23,13 +24,6 @@ class Served:
     banner: str
     process: subprocess.Popen[str]
     database: Path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def start_server(
@@ -54,7 +48,7 @@ def served(folder: Path, env: dict[str, str] | None = None) -> Iterator[Served]:
         banner = read_until(process, "listening on")
         found = re.search(r"^\s+(efsk_\S+)$", banner, re.MULTILINE)
         assert found, banner
-        wait_until_serving(port)
+        wait_until_listening(port)
         yield Served(
             f"http://127.0.0.1:{port}",
             port,
@@ -91,14 +85,3 @@ def read_until(process: subprocess.Popen[str], marker: str, timeout: float = 20)
         if marker in line:
             return "".join(seen)
     raise AssertionError(f"server never printed {marker!r}: {''.join(seen)}")
-
-
-def wait_until_serving(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on port {port}")

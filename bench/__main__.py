@@ -1,0 +1,133 @@
+"""python -m bench: eventfold's throughput, latency, freshness and memory, beside the
+ceilings of the same machine. Prints a table and writes JSON (and a chart with --chart).
+
+    python -m bench                      # the full run (about 3 minutes)
+    python -m bench --quick              # a smoke run: checks that the benchmark works
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.batches import batch_body
+from bench.ceilings import http_ceiling, storage_ceiling
+from bench.runner import FULL, QUICK, run_sqlite
+
+SKIPPED = {
+    "postgres": "skipped: the PostgreSQL backend does not exist yet",
+    "nats": "skipped: the NATS JetStream log does not exist yet",
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny load, for CI")
+    parser.add_argument("--output", type=Path, default=Path("bench/results/latest.json"))
+    parser.add_argument("--chart", type=Path, help="write a PNG of throughput against p99")
+    args = parser.parse_args()
+    plan = QUICK if args.quick else FULL
+
+    results: dict[str, Any] = {
+        "taken_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "plan": plan.__dict__,
+    }
+    results["sqlite"] = run_sqlite(plan)
+    with tempfile.TemporaryDirectory() as folder:
+        body_file = Path(folder) / "batch-100.json"
+        body_file.write_bytes(batch_body(100))
+        http = http_ceiling(body_file, plan.connections, plan.seconds) * 100
+        storage = storage_ceiling(body_file.read_bytes(), plan.seconds)
+    best = max(
+        row["events_per_second"]
+        for row in results["sqlite"]["sweep_100"]
+        + [r for r in results["sqlite"]["by_batch_size"] if r["batch_size"] == 100]
+    )
+    lower = min(http, storage)
+    results["ceilings"] = {
+        "http_202_no_work_events_per_second": round(http),
+        "in_process_validate_and_store_events_per_second": round(storage),
+        "eventfold_100_event_batches_events_per_second": best,
+        "ratio_to_lower_ceiling": round(best / lower, 2),
+    }
+    for mode, reason in SKIPPED.items():
+        results[mode] = {"skipped": reason}
+        print(f"{mode}: {reason}")
+
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2))
+    print(_table(results))
+    print(f"\nwritten to {args.output}")
+    if args.chart:
+        from bench.chart import draw
+
+        draw(results["sqlite"]["sweep_100"], args.chart)
+        print(f"chart written to {args.chart}")
+
+
+def _machine() -> dict[str, Any]:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "system": platform.platform(),
+    }
+
+
+def _table(results: dict[str, Any]) -> str:
+    sqlite = results["sqlite"]
+    lines = [
+        "",
+        f"SQLite, by batch size (connections: {results['plan']['connections']})",
+        f"{'batch':>6} {'req/s':>9} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'max ms':>8} {'failed':>7}",
+    ]
+    for row in sqlite["by_batch_size"]:
+        lines.append(
+            f"{row['batch_size']:>6} {row['requests_per_second']:>9.1f} "
+            f"{row['events_per_second']:>10} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} "
+            f"{row['max_ms']:>8.1f} {row['failed']:>7}"
+        )
+    lines += [
+        "",
+        "SQLite, 100-event batches by concurrency",
+        f"{'conns':>6} {'events/s':>10} {'p99 ms':>8} {'fresh p50 s':>12} "
+        f"{'fresh p99 s':>12} {'catch-up s':>11}",
+    ]
+    for row in sqlite["sweep_100"]:
+        fresh = row["freshness"]
+        lines.append(
+            f"{row['connections']:>6} {row['events_per_second']:>10} "
+            f"{row['p99_ms']:>8.1f} {fresh.get('p50', float('nan')):>12.3f} "
+            f"{fresh.get('p99', float('nan')):>12.3f} {row['fold_catch_up_seconds']:>11}"
+        )
+    ceilings = results["ceilings"]
+    lines += [
+        "",
+        f"server peak RSS: {sqlite['server_peak_rss_mb']} MB",
+        f"ceiling (a) HTTP 202 without work: {ceilings['http_202_no_work_events_per_second']}"
+        " events/s (as 100-event batches)",
+        "ceiling (b) validate + store in-process: "
+        f"{ceilings['in_process_validate_and_store_events_per_second']} events/s",
+        f"eventfold / lower ceiling: {ceilings['ratio_to_lower_ceiling']}",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Starting and watching the server processes a benchmark drives."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_until_listening(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def create_key(database_url: str) -> str:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "eventfold",
+            "keys",
+            "create",
+            "--account",
+            "bench",
+            "--database",
+            database_url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def start_server(database_url: str, port: int) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "eventfold", "serve", "--port", str(port)],
+        env={**os.environ, "EVENTFOLD_DATABASE_URL": database_url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_until_listening(port)
+    return server
+
+
+def wait_for_fold(url: str, timeout: float = 120) -> float:
+    """Waits until the fold has caught up; returns how long that took."""
+    started = time.monotonic()
+    while httpx2.get(f"{url}/healthz").json()["lag"]["events"] > 0:
+        if time.monotonic() - started > timeout:
+            raise RuntimeError("the fold did not catch up")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's high-water mark of resident memory (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")

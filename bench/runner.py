@@ -1,0 +1,81 @@
+"""One benchmark mode: a fresh server, batches of 1 to 1,000 events, a concurrency sweep
+with freshness probes, the server's peak RSS."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.batches import batch_body
+from bench.freshness import probe, summary
+from bench.load import LoadResult, run_wrk
+from bench.processes import create_key, free_port, peak_rss_mb, start_server, wait_for_fold
+
+
+@dataclass
+class Plan:
+    seconds: float
+    batch_sizes: tuple[int, ...]
+    connections: int  # for the batch-size runs
+    sweep: tuple[int, ...]  # connections, for 100-event batches
+
+
+FULL = Plan(seconds=10, batch_sizes=(1, 10, 100, 1000), connections=32, sweep=(1, 4, 16, 64))
+QUICK = Plan(seconds=1, batch_sizes=(1, 100), connections=2, sweep=(2,))
+
+
+def run_mode(plan: Plan, folder: Path) -> dict[str, Any]:
+    database_url = f"sqlite:///{folder / 'bench.db'}"
+    secret = create_key(database_url)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(database_url, port)
+    bodies = {}
+    for size in (*plan.batch_sizes, 100):
+        bodies[size] = folder / f"batch-{size}.json"
+        bodies[size].write_bytes(batch_body(size))
+    try:
+        by_size = []
+        for size in plan.batch_sizes:
+            result = run_wrk(
+                f"{url}/api/v0/events", bodies[size], secret, plan.connections, plan.seconds
+            )
+            by_size.append(_row(result, size, catch_up=wait_for_fold(url)))
+        sweep = []
+        for connections in plan.sweep:
+            freshness: list[float] = []
+            prober = threading.Thread(
+                target=_probe_into, args=(freshness, url, secret, plan.seconds * 0.8)
+            )
+            prober.start()
+            result = run_wrk(f"{url}/api/v0/events", bodies[100], secret, connections, plan.seconds)
+            prober.join()
+            row = _row(result, 100, catch_up=wait_for_fold(url))
+            row["freshness"] = summary(freshness)
+            sweep.append(row)
+        rss = peak_rss_mb(server.pid)
+    finally:
+        server.terminate()
+        server.wait()
+    return {"by_batch_size": by_size, "sweep_100": sweep, "server_peak_rss_mb": round(rss, 1)}
+
+
+def _probe_into(samples: list[float], url: str, secret: str, seconds: float) -> None:
+    samples.extend(probe(url, secret, seconds))
+
+
+def _row(result: LoadResult, size: int, catch_up: float) -> dict[str, Any]:
+    row = asdict(result)
+    row["batch_size"] = size
+    row["requests_per_second"] = round(result.accepted_per_second, 1)
+    row["events_per_second"] = round(result.accepted_per_second * size)
+    row["fold_catch_up_seconds"] = round(catch_up, 2)
+    return row
+
+
+def run_sqlite(plan: Plan) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as folder:
+        return run_mode(plan, Path(folder))

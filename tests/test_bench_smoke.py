@@ -1,0 +1,31 @@
+"""The benchmark runs end to end (a tiny load: this checks that it works, not a speed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_benchmark_quick_run_writes_figures(tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    chart = tmp_path / "chart.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--output", str(output), "--chart", str(chart)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(output.read_text())
+    rows = figures["sqlite"]["by_batch_size"] + figures["sqlite"]["sweep_100"]
+    assert all(row["events_per_second"] > 0 and row["failed"] == 0 for row in rows)
+    assert figures["sqlite"]["server_peak_rss_mb"] > 0
+    assert figures["ceilings"]["ratio_to_lower_ceiling"] > 0
+    assert "skipped" in figures["postgres"]
+    assert chart.read_bytes().startswith(b"\x89PNG")
+    assert "eventfold / lower ceiling" in result.stdout
