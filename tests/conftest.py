@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 from eventfold.bootstrap import Services, build_services
 from eventfold.clock import now_ms
 from eventfold.http.app import create_app
+from eventfold.observability import metrics
 from eventfold.settings import Settings
 from eventfold.storage import open_storage
 from eventfold.storage.base import Storage
@@ -26,7 +27,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def storage(settings: Settings) -> Iterator[Storage]:
-    store = open_storage(settings)
+    store = open_storage(settings, metrics.observe_commit)  # wired as bootstrap does
     yield store
     store.close()
 

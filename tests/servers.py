@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,13 +26,14 @@ class Served:
     banner: str
     process: subprocess.Popen[str]
     database: Path
+    output: list[str]  # what the server printed after its banner (its log lines)
 
 
 def start_server(
-    folder: Path, port: int, env: dict[str, str] | None = None
+    folder: Path, port: int, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "eventfold", "serve", "--port", str(port)],
+        [sys.executable, "-m", "eventfold", "serve", "--port", str(port), *args],
         cwd=folder,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -40,25 +43,30 @@ def start_server(
 
 
 @contextmanager
-def served(folder: Path, env: dict[str, str] | None = None) -> Iterator[Served]:
+def served(
+    folder: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+) -> Iterator[Served]:
     """A server on a fresh ./eventfold.db in ``folder``, with the key it printed."""
     port = free_port()
-    process = start_server(folder, port, env)
+    process = start_server(folder, port, env, args)
     try:
         banner = read_until(process, "listening on")
         found = re.search(r"^\s+(efsk_\S+)$", banner, re.MULTILINE)
         assert found, banner
         wait_until_listening(port)
-        yield Served(
-            f"http://127.0.0.1:{port}",
-            port,
-            found.group(1),
-            banner,
-            process,
-            folder / "eventfold.db",
-        )
+        output: list[str] = []
+        # Keep reading, or the server blocks once the pipe's buffer is full of log lines.
+        threading.Thread(target=_drain, args=(process, output), daemon=True).start()
+        url = f"http://127.0.0.1:{port}"
+        yield Served(url, port, found.group(1), banner, process, folder / "eventfold.db", output)
     finally:
         stop(process)
+
+
+def _drain(process: subprocess.Popen[str], into: list[str]) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        into.append(line)
 
 
 def stop(process: subprocess.Popen[str]) -> None:
@@ -69,8 +77,9 @@ def stop(process: subprocess.Popen[str]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
+    if process.stdout is not None and not process.stdout.closed:
+        with contextlib.suppress(ValueError):  # the drain thread may be reading it
+            process.stdout.close()
 
 
 def read_until(process: subprocess.Popen[str], marker: str, timeout: float = 20) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 from eventfold.domain.validation import BatchValidator
 from eventfold.http.openapi import build_openapi
+from eventfold.observability import metrics
 from eventfold.services.auth import Authenticator
 from eventfold.services.ingest import IngestService
 from eventfold.services.profiles import ProfileService
@@ -27,7 +28,7 @@ class Services:
 
 def build_services(settings: Settings, storage: Storage | None = None) -> Services:
     """Everything a server process needs; opens the database unless one is given."""
-    storage = storage if storage is not None else open_storage(settings)
+    storage = storage if storage is not None else open_storage(settings, metrics.observe_commit)
     validator = BatchValidator(settings.limits)
     return Services(
         settings=settings,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Sequence
 from contextlib import closing
 from datetime import UTC, datetime
@@ -17,6 +19,7 @@ from eventfold import __version__
 from eventfold.clock import now_ms
 from eventfold.errors import ConfigurationError
 from eventfold.http.protocol import BoundedHttpToolsProtocol
+from eventfold.observability.logs import LOG_FORMATS, configure_logging
 from eventfold.settings import Settings
 from eventfold.storage import open_storage
 from eventfold.worker import FoldWorker
@@ -57,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
     serve.add_argument("--workers", type=int, help="server processes (default 1)")
+    serve.add_argument(
+        "--log-format", choices=LOG_FORMATS, help="log lines on stderr: json (default) or text"
+    )
     serve.set_defaults(run=_serve)
 
     worker = commands.add_parser(
@@ -102,6 +108,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if secret is not None:
         _print_first_key(secret, settings)
     print(f"listening on http://{settings.host}:{settings.port} (Ctrl+C to stop)", flush=True)
+    if settings.workers > 1 and not settings.metrics_dir:
+        # The processes add up their metrics in a shared folder (prometheus-client's
+        # multiprocess mode, which reads its own variable).
+        settings = settings.replace(metrics_dir=tempfile.mkdtemp(prefix="eventfold-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = settings.metrics_dir
     # Every server process, the workers too, builds its settings from the environment.
     settings.export_to_environment()
     uvicorn.run(
@@ -115,11 +126,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         access_log=False,
         timeout_keep_alive=5,
         log_level="warning",
+        log_config=None,  # eventfold configures logging itself (configure_logging)
     )
     return 0
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    configure_logging(settings.log_format)
     with closing(open_storage(settings)) as storage:
         worker = FoldWorker(storage)
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -7,6 +7,7 @@ the layer where they happen (``raise X(...) from None``), so nothing else leaks 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -22,10 +23,17 @@ class EventfoldError(Exception):
     """Base class: ``status`` is the HTTP status a client sees, ``message`` the text."""
 
     status = 500
+    # How many events the rejected request held, where that was known (for metrics).
+    event_count = 0
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def reason(self) -> str:
+        """The error's kind in snake case, e.g. ``rate_limited``: a metrics label."""
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
 
 
 class InvalidRequest(EventfoldError):

@@ -40,6 +40,12 @@ class Settings:
     idempotency_window_seconds: int = 24 * 3600
     # Whether `eventfold serve` folds events into profiles itself (else run `eventfold worker`).
     fold_in_server: bool = True
+    # Log lines on stderr: "json" (one object a line) or "text".
+    log_format: str = "json"
+    # Folder where server processes share their metrics (set by `serve --workers N`).
+    metrics_dir: str = ""
+    # /readyz answers 503 when the fold is more than this many seconds behind.
+    ready_max_lag_seconds: float = 10.0
     # How long a looked-up key stays cached; revocation takes effect within this time.
     key_cache_seconds: float = 1.0
 
@@ -60,6 +66,12 @@ class Settings:
             if raw is not None:
                 limits[field.name] = _parse(field.name, raw, int)
         return cls(limits=Limits(**limits), **top)
+
+    def __post_init__(self) -> None:
+        if self.log_format not in ("json", "text"):
+            raise ConfigurationError(
+                f"{ENV_PREFIX}LOG_FORMAT={self.log_format!r}: use 'json' or 'text'"
+            )
 
     def export_to_environment(self) -> None:
         """Writes the top-level settings into ``EVENTFOLD_*`` variables, so that server

@@ -63,7 +63,7 @@ class BatchValidator:
         except _DECODE_ERRORS:
             return self._validate_generically(body, received_at_ms)
         self._check_count(len(batch.events))
-        problems = _Problems()
+        problems = _Problems(len(batch.events))
         accepted = [
             self._normalise(event, f"events[{index}]", received_at_ms, problems)
             for index, event in enumerate(batch.events)
@@ -77,7 +77,7 @@ class BatchValidator:
         if not isinstance(raw_events, list):
             raise InvalidRequest(_BODY_SHAPE)
         self._check_count(len(raw_events))
-        problems = _Problems()
+        problems = _Problems(len(raw_events))
         accepted: list[AcceptedEvent] = []
         for index, raw in enumerate(raw_events):
             path = f"events[{index}]"
@@ -121,10 +121,12 @@ class BatchValidator:
     def _check_count(self, count: int) -> None:
         limit = self._limits.max_events_per_batch
         if count > limit:
-            raise PayloadTooLarge(
+            error = PayloadTooLarge(
                 f"a batch may hold at most {limit} events and this one has {count}; "
                 "split it into smaller batches"
             )
+            error.event_count = count
+            raise error
 
     def _normalise(
         self,
@@ -204,9 +206,10 @@ class BatchValidator:
 class _Problems:
     """Collects field errors; keeps the first MAX_REPORTED_ERRORS and counts the rest."""
 
-    def __init__(self) -> None:
+    def __init__(self, events: int) -> None:
         self.errors: list[FieldError] = []
         self.count = 0
+        self._events = events
 
     def add(self, path: str, message: str) -> None:
         self.count += 1
@@ -220,9 +223,11 @@ class _Problems:
         more = ""
         if self.count > 1:
             more = f" (and {self.count - 1} more problems, listed in 'errors')"
-        raise InvalidRequest(
+        error = InvalidRequest(
             f"{first.path}: {first.message}{more}; nothing was stored", self.errors
         )
+        error.event_count = self._events
+        raise error
 
 
 def _split_unknown_fields(

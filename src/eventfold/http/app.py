@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.endpoints import HTTPEndpoint
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -16,9 +17,11 @@ from eventfold.bootstrap import Services, build_services
 from eventfold.errors import EventfoldError
 from eventfold.http import errors
 from eventfold.http.events import get_events, post_events
-from eventfold.http.health import healthz
+from eventfold.http.health import healthz, prometheus_metrics, readyz
+from eventfold.http.middleware import RequestLogMiddleware
 from eventfold.http.profiles import delete_profile, get_profile
 from eventfold.http.responses import json_response
+from eventfold.observability.logs import configure_logging
 from eventfold.settings import Settings
 from eventfold.worker import FoldWorker
 
@@ -54,6 +57,8 @@ def create_app(services: Services, close_storage_on_shutdown: bool = False) -> S
             Route("/api/v0/events", EventsEndpoint),
             Route("/api/v0/profiles", ProfilesEndpoint),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", prometheus_metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],
         exception_handlers={
@@ -62,6 +67,7 @@ def create_app(services: Services, close_storage_on_shutdown: bool = False) -> S
             Exception: errors.handle_unexpected_error,
         },
         lifespan=lifespan,
+        middleware=[Middleware(RequestLogMiddleware)],
     )
     # "/api/v0/events/" is a 404 like any unknown path, not a redirect a client may not follow.
     app.router.redirect_slashes = False
@@ -76,4 +82,6 @@ async def openapi(request: Request) -> Response:
 
 def create_app_from_environment() -> Starlette:
     """The factory uvicorn imports in every worker process (settings come from the env)."""
-    return create_app(build_services(Settings.from_env()), close_storage_on_shutdown=True)
+    settings = Settings.from_env()
+    configure_logging(settings.log_format)
+    return create_app(build_services(settings), close_storage_on_shutdown=True)

@@ -7,8 +7,11 @@ from starlette.responses import Response
 
 from eventfold.bootstrap import Services
 from eventfold.domain.identity import PERSON_KINDS, parse_person
+from eventfold.errors import EventfoldError
 from eventfold.http.body import check_json_content_type, read_body
+from eventfold.http.principal import authenticate
 from eventfold.http.responses import json_response
+from eventfold.observability import metrics
 from eventfold.services.profiles import EventListing
 
 ACCEPTED_BODY = b"{}"
@@ -16,19 +19,28 @@ ACCEPTED_BODY = b"{}"
 
 async def post_events(request: Request) -> Response:
     services: Services = request.app.state.services
-    principal = services.authenticator.authenticate(request.headers.get("authorization"))
-    gzipped = check_json_content_type(request)
     settings = services.settings
-    body = await read_body(
-        request, settings.limits.max_body_bytes, gzipped, settings.body_timeout_seconds
-    )
-    await services.ingest.accept_batch(principal, body, request.headers.get("idempotency-key"))
+    try:
+        principal = authenticate(request)
+        gzipped = check_json_content_type(request)
+        body = await read_body(
+            request, settings.limits.max_body_bytes, gzipped, settings.body_timeout_seconds
+        )
+        events = await services.ingest.accept_batch(
+            principal, body, request.headers.get("idempotency-key")
+        )
+    except EventfoldError as error:
+        metrics.observe_rejected(error.reason, error.event_count)
+        request.state.events = error.event_count
+        raise
+    request.state.events = events
+    metrics.observe_accepted(principal.account_name, events)
     return Response(ACCEPTED_BODY, status_code=202, media_type="application/json")
 
 
 async def get_events(request: Request) -> Response:
     services: Services = request.app.state.services
-    principal = services.authenticator.authenticate(request.headers.get("authorization"))
+    principal = authenticate(request)
     query = request.query_params
     person = None
     if any(kind in query for kind in PERSON_KINDS):

@@ -1,4 +1,4 @@
-"""``/healthz``: the process is up, and how far the fold is behind."""
+"""``/healthz`` (the process is up), ``/readyz`` (it can do its work), ``/metrics``."""
 
 from __future__ import annotations
 
@@ -6,11 +6,51 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from eventfold.bootstrap import Services
-from eventfold.http.openapi import Health, Lag
+from eventfold.clock import now_ms
+from eventfold.http.openapi import Health, Lag, Readiness
 from eventfold.http.responses import json_response
+from eventfold.observability import metrics
 
 
 async def healthz(request: Request) -> Response:
     services: Services = request.app.state.services
     lag = services.profiles.lag()
     return json_response(Health("ok", Lag(lag.events, round(lag.seconds, 3))))
+
+
+async def readyz(request: Request) -> Response:
+    """Ready when the database answers and the fold is within its lag bound."""
+    services: Services = request.app.state.services
+    bound = services.settings.ready_max_lag_seconds
+    try:
+        lag = services.storage.fold_lag(now_ms())
+    except Exception as error:
+        return json_response(
+            Readiness(
+                "not ready",
+                database=f"unreachable: {type(error).__name__}",
+                lag=None,
+                message="the database does not answer",
+            ),
+            503,
+        )
+    shown = Lag(lag.events, round(lag.seconds, 3))
+    if lag.seconds > bound:
+        return json_response(
+            Readiness(
+                "not ready",
+                database="ok",
+                lag=shown,
+                message=f"the fold is {lag.seconds:.1f} s behind (bound {bound:g} s)",
+            ),
+            503,
+        )
+    return json_response(Readiness("ready", database="ok", lag=shown, message=""))
+
+
+async def prometheus_metrics(request: Request) -> Response:
+    services: Services = request.app.state.services
+    body, content_type = metrics.exposition(
+        lambda: services.storage.fold_lag(now_ms()), services.settings.metrics_dir
+    )
+    return Response(body, media_type=content_type)

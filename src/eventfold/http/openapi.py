@@ -36,6 +36,13 @@ class Health(msgspec.Struct):
     lag: Lag
 
 
+class Readiness(msgspec.Struct):
+    status: str
+    database: str
+    lag: Lag | None
+    message: str
+
+
 class Accepted(msgspec.Struct, forbid_unknown_fields=True):
     """The answer to an accepted request: an empty object."""
 
@@ -87,7 +94,8 @@ _PERSON = [
 def build_openapi(types: WireTypes) -> dict[str, Any]:
     """The document served at ``/openapi.json``."""
     _, schemas = msgspec.json.schema_components(
-        [types.batch, ProfileView, ErrorBody, Health, Accepted, EventPage], ref_template=REF
+        [types.batch, ProfileView, ErrorBody, Health, Readiness, Accepted, EventPage],
+        ref_template=REF,
     )
     # Events and products keep fields the API does not know; one identifier is required.
     for name in ("Event", "Product"):
@@ -216,6 +224,35 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
                     "summary": "Liveness and the fold's lag",
                     "security": [],
                     "responses": _ok("the process is up", "Health"),
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness: the database answers and the fold keeps up",
+                    "security": [],
+                    "responses": {
+                        **_ok("ready", "Readiness"),
+                        "503": {
+                            "description": "not ready",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": REF.format(name="Readiness")}
+                                }
+                            },
+                        },
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics (text format)",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "metrics",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
                 }
             },
         },

@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from eventfold.bootstrap import Services
 from eventfold.domain.identity import parse_person
+from eventfold.http.principal import authenticate
 from eventfold.http.responses import json_response
 
 
@@ -17,12 +18,12 @@ def person_in_query(request: Request) -> tuple[str, str]:
 
 async def get_profile(request: Request) -> Response:
     services: Services = request.app.state.services
-    principal = services.authenticator.authenticate(request.headers.get("authorization"))
+    principal = authenticate(request)
     return json_response(services.profiles.get_profile(principal, person_in_query(request)))
 
 
 async def delete_profile(request: Request) -> Response:
     services: Services = request.app.state.services
-    principal = services.authenticator.authenticate(request.headers.get("authorization"))
+    principal = authenticate(request)
     await services.profiles.erase(principal, person_in_query(request))
     return json_response({}, status_code=202)

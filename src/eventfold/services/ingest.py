@@ -6,7 +6,7 @@ import hashlib
 
 from eventfold.clock import now_ms
 from eventfold.domain.validation import BatchValidator
-from eventfold.errors import InvalidRequest, Overloaded
+from eventfold.errors import EventfoldError, InvalidRequest, Overloaded
 from eventfold.services.rate_limit import RateLimiter
 from eventfold.storage.base import IdempotencyClaim, Principal, Storage
 
@@ -48,9 +48,13 @@ class IngestService:
         self._refuse_if_fold_is_behind(received_at_ms)
         claim = self._claim(idempotency_key, body, received_at_ms)
         events = self._validator.validate(body, received_at_ms)
-        self._rate_limiter.take(principal.key_id, principal.rate_limit, len(events))
-        if events or claim is not None:
-            await self._log.append(principal.account_id, received_at_ms, events, claim)
+        try:
+            self._rate_limiter.take(principal.key_id, principal.rate_limit, len(events))
+            if events or claim is not None:
+                await self._log.append(principal.account_id, received_at_ms, events, claim)
+        except EventfoldError as error:
+            error.event_count = len(events)
+            raise
         return len(events)
 
     def _claim(self, key: str | None, body: bytes, now: int) -> IdempotencyClaim | None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from eventfold.settings import Settings, parse_database_url
 from eventfold.storage.base import Storage
 
 
-def open_storage(settings: Settings) -> Storage:
-    """Opens (and migrates) the database that ``settings.database_url`` names."""
+def open_storage(
+    settings: Settings, on_commit: Callable[[int, float], None] | None = None
+) -> Storage:
+    """Opens (and migrates) the database that ``settings.database_url`` names;
+    ``on_commit(jobs, seconds)`` hears about every group commit."""
     location = parse_database_url(settings.database_url)
     from eventfold.storage.sqlite import SqliteStorage
 
@@ -16,4 +21,5 @@ def open_storage(settings: Settings) -> Storage:
         location.path,
         max_pending_events=settings.max_pending_events,
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        on_commit=on_commit,
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from eventfold.clock import now_ms as current_ms
@@ -76,7 +76,11 @@ class SqliteStorage:
     """Keys, accounts and the event log in one SQLite file."""
 
     def __init__(
-        self, path: Path, max_pending_events: int = 200_000, busy_timeout_ms: int = 5_000
+        self,
+        path: Path,
+        max_pending_events: int = 200_000,
+        busy_timeout_ms: int = 5_000,
+        on_commit: Callable[[int, float], None] | None = None,
     ) -> None:
         self.path = path
         self._busy_timeout_ms = busy_timeout_ms
@@ -88,7 +92,7 @@ class SqliteStorage:
                 f"cannot open the SQLite database {str(path)!r} ({error}); check that its "
                 "folder exists and is writable"
             ) from None
-        self._writer = GroupCommitWriter(write_connection, max_pending_events)
+        self._writer = GroupCommitWriter(write_connection, max_pending_events, on_commit)
         self._readers = threading.local()
         self._new_events = threading.Event()
 

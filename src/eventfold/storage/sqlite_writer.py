@@ -12,6 +12,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -43,8 +44,14 @@ def storage_unavailable(error: sqlite3.Error) -> StorageUnavailable:
 class GroupCommitWriter:
     """Runs write jobs on one thread; callers await them (``submit``) or block (``run``)."""
 
-    def __init__(self, connection: sqlite3.Connection, max_pending_rows: int) -> None:
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        max_pending_rows: int,
+        on_commit: Callable[[int, float], None] | None = None,
+    ) -> None:
         self._connection = connection
+        self._on_commit = on_commit
         self._max_pending_rows = max_pending_rows
         self._pending_rows = 0
         self.commits = 0  # transactions committed, for metrics and tests
@@ -108,8 +115,11 @@ class GroupCommitWriter:
                 self._pending_rows -= rows
 
     def _commit(self, group: list[_Queued]) -> None:
+        started = time.perf_counter()
         try:
             outcomes = self._run_in_one_transaction(group)
+            if self._on_commit is not None:
+                self._on_commit(len(group), time.perf_counter() - started)
         except Exception as error:
             if self._connection.in_transaction:
                 self._connection.execute("ROLLBACK")

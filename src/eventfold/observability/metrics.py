@@ -1,0 +1,108 @@
+"""Prometheus metrics. With ``--workers`` > 1 the CLI makes a folder for the processes'
+metrics (EVENTFOLD_METRICS_DIR, and PROMETHEUS_MULTIPROC_DIR for prometheus-client)
+before any server process imports this, and ``/metrics`` adds up all processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import REGISTRY, Collector
+
+from eventfold.storage.base import FoldLag
+
+REQUESTS = Counter(
+    "eventfold_http_requests",
+    "HTTP requests by route, method and status",
+    ["route", "method", "status"],
+)
+REQUEST_SECONDS = Histogram(
+    "eventfold_http_request_duration_seconds",
+    "HTTP request latency by route",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EVENTS_ACCEPTED = Counter("eventfold_events_accepted", "Events stored, by account", ["account"])
+EVENTS_REJECTED = Counter(
+    "eventfold_events_rejected",
+    "Events in rejected batches, by reason (batches that could not be read count 0)",
+    ["reason"],
+)
+BATCHES_REJECTED = Counter("eventfold_batches_rejected", "Rejected batches, by reason", ["reason"])
+BATCH_SIZE = Histogram(
+    "eventfold_batch_size_events",
+    "Events per accepted batch",
+    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+)
+COMMIT_JOBS = Histogram(
+    "eventfold_group_commit_jobs",
+    "Jobs (mostly request batches) committed in one transaction",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+COMMIT_SECONDS = Histogram(
+    "eventfold_group_commit_duration_seconds",
+    "Time to run and commit (fsync) one group transaction",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+
+
+def observe_request(route: str, method: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(route, method, str(status)).inc()
+    REQUEST_SECONDS.labels(route).observe(seconds)
+
+
+def observe_accepted(account: str, events: int) -> None:
+    EVENTS_ACCEPTED.labels(account).inc(events)
+    BATCH_SIZE.observe(events)
+
+
+def observe_rejected(reason: str, events: int) -> None:
+    BATCHES_REJECTED.labels(reason).inc()
+    if events:
+        EVENTS_REJECTED.labels(reason).inc(events)
+
+
+def observe_commit(jobs: int, seconds: float) -> None:
+    COMMIT_JOBS.observe(jobs)
+    COMMIT_SECONDS.observe(seconds)
+
+
+class FoldLagCollector(Collector):
+    """The fold's lag, read from the database when scraped (the same for every process)."""
+
+    def __init__(self, read_lag: Callable[[], FoldLag]) -> None:
+        self._read_lag = read_lag
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        lag = self._read_lag()
+        yield GaugeMetricFamily(
+            "eventfold_fold_lag_events",
+            "Accepted events not yet folded into profiles",
+            value=lag.events,
+        )
+        yield GaugeMetricFamily(
+            "eventfold_fold_lag_seconds",
+            "How long the oldest unfolded event has waited",
+            value=lag.seconds,
+        )
+
+
+def exposition(read_lag: Callable[[], FoldLag], multiprocess_dir: str) -> tuple[bytes, str]:
+    """The text of ``/metrics`` and its content type: this process's metrics (or, with a
+    multiprocess folder, every server process's), then the fold's lag."""
+    if multiprocess_dir:
+        process_registry = CollectorRegistry()
+        MultiProcessCollector(process_registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+    else:
+        process_registry = REGISTRY
+    lag_registry = CollectorRegistry()
+    lag_registry.register(FoldLagCollector(read_lag))
+    return generate_latest(process_registry) + generate_latest(lag_registry), CONTENT_TYPE_LATEST
