@@ -9,6 +9,7 @@ from eventfold.domain.validation import BatchValidator
 from eventfold.http.openapi import build_openapi
 from eventfold.observability import metrics
 from eventfold.services.auth import Authenticator
+from eventfold.services.debug_feed import DebugFeed, RejectionRing
 from eventfold.services.ingest import IngestService
 from eventfold.services.profiles import ProfileService
 from eventfold.settings import Settings
@@ -24,12 +25,15 @@ class Services:
     ingest: IngestService
     profiles: ProfileService
     openapi: dict[str, Any]
+    rejections: RejectionRing
+    debug_feed: DebugFeed
 
 
 def build_services(settings: Settings, storage: Storage | None = None) -> Services:
     """Everything a server process needs; opens the database unless one is given."""
     storage = storage if storage is not None else open_storage(settings, metrics.observe_commit)
     validator = BatchValidator(settings.limits)
+    rejections = RejectionRing()
     return Services(
         settings=settings,
         storage=storage,
@@ -42,4 +46,6 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
         ),
         profiles=ProfileService(storage),
         openapi=build_openapi(validator.types),
+        rejections=rejections,
+        debug_feed=DebugFeed(storage, rejections),
     )

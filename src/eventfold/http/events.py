@@ -20,6 +20,7 @@ ACCEPTED_BODY = b"{}"
 async def post_events(request: Request) -> Response:
     services: Services = request.app.state.services
     settings = services.settings
+    principal = None
     try:
         principal = authenticate(request)
         gzipped = check_json_content_type(request)
@@ -32,6 +33,8 @@ async def post_events(request: Request) -> Response:
     except EventfoldError as error:
         metrics.observe_rejected(error.reason, error.event_count)
         request.state.events = error.event_count
+        if principal is not None:
+            services.rejections.record(principal, error)
         raise
     request.state.events = events
     metrics.observe_accepted(principal.account_name, events)

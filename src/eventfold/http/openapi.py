@@ -243,6 +243,31 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
                     },
                 }
             },
+            "/debugger": {
+                "get": {
+                    "summary": "The live event debugger page (HTML; the key is entered in it)",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "the page",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/api/v0/debugger/stream": {
+                "get": {
+                    "summary": "The account's events as they are accepted, folded or rejected, "
+                    "as server-sent events (accepted, folded, rejected); never ends",
+                    "responses": {
+                        "200": {
+                            "description": "the stream",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        "401": _UNAUTHORIZED,
+                    },
+                }
+            },
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics (text format)",

@@ -56,6 +56,7 @@ class EventQuery:
     account_id: int
     limit: int
     before_seq: int | None = None
+    after_seq: int | None = None
     actions: tuple[str, ...] = ()
     start_ms: int | None = None  # inclusive
     end_ms: int | None = None  # exclusive
@@ -143,6 +144,9 @@ class ProfileStore(Protocol):
 
     def fold_lag(self, now_ms: int) -> FoldLag:
         """How far the fold is behind the log."""
+
+    def event_profiles(self, account_id: int, seqs: Sequence[int]) -> dict[int, int | None]:
+        """The profile each of the account's events was folded into (None: not yet)."""
 
 
 class Storage(KeyStore, EventLog, ProfileStore, Protocol):

@@ -250,5 +250,8 @@ class SqliteStorage:
     def list_events(self, query: EventQuery) -> list[StoredEvent]:
         return sqlite_profiles.list_events(self._reader(), query)
 
+    def event_profiles(self, account_id: int, seqs: Sequence[int]) -> dict[int, int | None]:
+        return sqlite_profiles.event_profiles(self._reader(), account_id, seqs)
+
     def fold_lag(self, now_ms: int) -> FoldLag:
         return sqlite_profiles.fold_lag(self._reader(), now_ms)

@@ -8,7 +8,7 @@ events' profile ids commit together or not at all.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import msgspec
 
@@ -94,6 +94,9 @@ def list_events(connection: sqlite3.Connection, query: EventQuery) -> list[Store
     if query.before_seq is not None:
         clauses.append("seq < ?")
         params.append(query.before_seq)
+    if query.after_seq is not None:
+        clauses.append("seq > ?")
+        params.append(query.after_seq)
     if query.actions:
         clauses.append(f"action IN ({', '.join('?' * len(query.actions))})")
         params.extend(query.actions)
@@ -117,6 +120,22 @@ def list_events(connection: sqlite3.Connection, query: EventQuery) -> list[Store
         (*params, query.limit),
     )
     return [StoredEvent(seq, received, bytes(body), pid) for seq, received, body, pid in rows]
+
+
+def event_profiles(
+    connection: sqlite3.Connection, account_id: int, seqs: Sequence[int]
+) -> dict[int, int | None]:
+    found: dict[int, int | None] = {}
+    ordered = sorted(seqs)
+    for start in range(0, len(ordered), _IN_LIST_SIZE):
+        chunk = ordered[start : start + _IN_LIST_SIZE]
+        rows = connection.execute(
+            f"SELECT seq, profile_id FROM events WHERE account_id = ?"
+            f" AND seq IN ({', '.join('?' * len(chunk))})",
+            (account_id, *chunk),
+        )
+        found.update(dict(rows.fetchall()))
+    return found
 
 
 def fold_lag(connection: sqlite3.Connection, now_ms: int) -> FoldLag:

@@ -1,0 +1,55 @@
+"""``/debugger``: a live view of an account's events, and the stream behind it.
+
+The stream is server-sent events read with ``fetch`` (not ``EventSource``), so that the
+key travels in the Authorization header and never in a URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from importlib import resources
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response, StreamingResponse
+
+from eventfold.bootstrap import Services
+from eventfold.http.principal import authenticate
+from eventfold.storage.base import Principal
+
+POLL_SECONDS = 0.25
+HEARTBEAT_SECONDS = 5.0
+_encoder = msgspec.json.Encoder()
+_PAGE = resources.files("eventfold.http").joinpath("debugger.html").read_text("utf-8")
+
+
+async def debugger_page(request: Request) -> Response:
+    return HTMLResponse(_PAGE, headers={"Cache-Control": "no-store"})
+
+
+async def debugger_stream(request: Request) -> Response:
+    principal = authenticate(request)
+    return StreamingResponse(
+        _feed(request, principal),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def _feed(request: Request, principal: Principal) -> AsyncIterator[bytes]:
+    services: Services = request.app.state.services
+    feed = services.debug_feed
+    cursor = feed.start(principal)
+    yield b"event: ready\ndata: {}\n\n"
+    quiet = 0.0
+    while not await request.is_disconnected():
+        sent = False
+        for kind, data in feed.poll(principal, cursor):
+            yield b"event: " + kind.encode() + b"\ndata: " + _encoder.encode(data) + b"\n\n"
+            sent = True
+        quiet = 0.0 if sent else quiet + POLL_SECONDS
+        if quiet >= HEARTBEAT_SECONDS:
+            quiet = 0.0
+            yield b": still here\n\n"
+        await asyncio.sleep(POLL_SECONDS)
