@@ -1,0 +1,191 @@
+"""``AsyncClient``: the same behaviour as ``Client``, on an asyncio task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+import httpx2
+
+from eventfold.client.core import (
+    RETRY_STATUSES,
+    ClientError,
+    ErrorCallback,
+    Event,
+    QueueFull,
+    RetryPolicy,
+    build_event,
+    encode_batch,
+    encoded_size,
+    error_message,
+    headers,
+    log_error,
+    new_idempotency_key,
+    retry_after,
+)
+
+_STOP = object()
+
+
+class AsyncClient:
+    """Like ``Client``, for asyncio code. Use ``async with`` or call ``aclose()`` to send
+    what is left (an event loop cannot be relied on at interpreter exit)."""
+
+    def __init__(
+        self,
+        url: str,
+        secret_key: str,
+        *,
+        batch_size: int = 100,
+        flush_interval: float = 0.5,
+        max_batch_bytes: int = 4 * 1024 * 1024,
+        max_queue: int = 10_000,
+        on_full: Literal["block", "drop"] = "block",
+        on_error: ErrorCallback = log_error,
+        retry: RetryPolicy | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self._secret_key = secret_key
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._max_batch_bytes = max_batch_bytes
+        self._on_full = on_full
+        self._on_error = on_error
+        self._retry = retry or RetryPolicy()
+        self._http = httpx2.AsyncClient(base_url=url.rstrip("/"), timeout=timeout)
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(max_queue)
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def track(
+        self,
+        action: str,
+        *,
+        email: str | None = None,
+        phone_number: str | None = None,
+        profile_id: str | None = None,
+        products: Sequence[dict[str, Any]] | None = None,
+        custom: dict[str, Any] | None = None,
+        tags: Sequence[str] | None = None,
+        locale: str | None = None,
+        timestamp: datetime | str | None = None,
+        **extra: Any,
+    ) -> None:
+        """Queues one event; raises InvalidEvent at once if the server would reject it."""
+        if self._closed:
+            raise RuntimeError("this AsyncClient is closed")
+        event = build_event(
+            action,
+            email,
+            phone_number,
+            profile_id,
+            products,
+            custom,
+            tags,
+            locale,
+            timestamp,
+            extra,
+        )
+        self._start()
+        if self._on_full == "block":
+            await self._queue.put(event)
+            return
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._report([event], QueueFull(f"the buffer of {self._queue.maxsize} events is full"))
+
+    async def flush(self) -> None:
+        """Returns once every event queued so far was sent (or given up)."""
+        self._start()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put(done)
+        await done
+
+    async def aclose(self) -> None:
+        """Sends what is queued, then stops."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            await self._queue.put(_STOP)
+            await self._task
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def send_batch(self, events: Sequence[Event], idempotency_key: str) -> bool:
+        """Sends one prepared batch now, with retries; True once the server accepted it."""
+        return await self._send(events, idempotency_key)
+
+    def _start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="eventfold-client")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        batch: list[Event] = []
+        size, deadline = 0, 0.0
+        while True:
+            wait = max(0.0, deadline - loop.time()) if batch else None
+            try:
+                item = await asyncio.wait_for(self._queue.get(), wait)
+            except TimeoutError:
+                await self._send(batch)
+                batch, size = [], 0
+                continue
+            if isinstance(item, asyncio.Future):
+                await self._send(batch)
+                batch, size = [], 0
+                with contextlib.suppress(asyncio.InvalidStateError):
+                    item.set_result(None)
+                continue
+            if item is _STOP:
+                await self._send(batch)
+                return
+            if not batch:
+                deadline = loop.time() + self._flush_interval
+            batch.append(item)
+            size += encoded_size(item)
+            if len(batch) >= self._batch_size or size >= self._max_batch_bytes:
+                await self._send(batch)
+                batch, size = [], 0
+
+    async def _send(self, events: Sequence[Event], idempotency_key: str | None = None) -> bool:
+        if not events:
+            return True
+        key = idempotency_key or new_idempotency_key()
+        body = encode_batch(events)
+        failure: Exception = ClientError(0, "not sent")
+        for attempt in range(self._retry.max_retries + 1):
+            wait = None
+            try:
+                response = await self._http.post(
+                    "/api/v0/events", content=body, headers=headers(self._secret_key, key)
+                )
+            except httpx2.TransportError as error:
+                failure = error
+            else:
+                if response.status_code < 300:
+                    return True
+                failure = ClientError(response.status_code, error_message(response.content))
+                if response.status_code not in RETRY_STATUSES:
+                    break
+                wait = retry_after(response.headers.get("retry-after"))
+            if attempt < self._retry.max_retries:
+                await asyncio.sleep(self._retry.delay(attempt, wait))
+        self._report(events, failure)
+        return False
+
+    def _report(self, events: Sequence[Event], error: Exception) -> None:
+        try:
+            self._on_error(events, error)
+        except Exception:
+            log_error(events, error)

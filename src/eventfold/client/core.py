@@ -1,0 +1,154 @@
+"""What both clients share: building and checking events, encoding batches, and when
+and how long to wait before retrying."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import random
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from eventfold.clock import now_ms
+from eventfold.domain.limits import Limits
+from eventfold.domain.validation import BatchValidator
+from eventfold.errors import FieldError, InvalidRequest, PayloadTooLarge
+
+logger = logging.getLogger("eventfold.client")
+
+Event = dict[str, Any]
+ErrorCallback = Callable[[Sequence[Event], Exception], None]
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_encoder = msgspec.json.Encoder()
+# The same rules as the server, from the same code.
+_validator = BatchValidator(Limits())
+
+
+class InvalidEvent(ValueError):
+    """``track`` was given an event the server would reject; ``errors`` says where."""
+
+    def __init__(self, message: str, errors: list[FieldError]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
+class ClientError(Exception):
+    """The server refused a batch for good (a 4xx other than 408 and 429)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class QueueFull(Exception):
+    """The client's buffer was full and the event was dropped (``on_full="drop"``)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 10
+    base_seconds: float = 0.2
+    cap_seconds: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with full jitter, never shorter than ``Retry-After``."""
+        backoff = random.uniform(0, min(self.cap_seconds, self.base_seconds * 2**attempt))  # noqa: S311
+        return max(backoff, retry_after or 0.0)
+
+
+def build_event(
+    action: str,
+    email: str | None,
+    phone_number: str | None,
+    profile_id: str | None,
+    products: Sequence[dict[str, Any]] | None,
+    custom: dict[str, Any] | None,
+    tags: Sequence[str] | None,
+    locale: str | None,
+    timestamp: datetime | str | None,
+    extra: dict[str, Any],
+) -> Event:
+    """An event in the wire format, checked with the server's own rules.
+
+    Without a timestamp the event is stamped now, so that buffering and retries never
+    move it in time. Raises InvalidEvent at once for an event the server would reject.
+    """
+    if timestamp is None:
+        timestamp = datetime.now(UTC)
+    event: Event = {
+        "action": action,
+        "email": email,
+        "phoneNumber": phone_number,
+        "profileId": profile_id,
+        "products": list(products) if products is not None else None,
+        "custom": custom,
+        "tags": list(tags) if tags is not None else None,
+        "locale": locale,
+        "timestamp": timestamp.isoformat() if isinstance(timestamp, datetime) else timestamp,
+        **extra,
+    }
+    event = {key: value for key, value in event.items() if value is not None}
+    check_events([event])
+    return event
+
+
+def check_events(events: Sequence[Event]) -> None:
+    """Raises InvalidEvent if the server would reject these events."""
+    try:
+        _validator.validate(_encoder.encode({"events": events}), now_ms())
+    except (InvalidRequest, PayloadTooLarge) as error:
+        errors = getattr(error, "errors", [])
+        raise InvalidEvent(error.message, errors) from None
+    except msgspec.EncodeError as error:
+        raise InvalidEvent(f"the event cannot be sent as JSON: {error}", []) from None
+
+
+def encode_batch(events: Sequence[Event]) -> bytes:
+    """The gzip-compressed request body."""
+    return gzip.compress(_encoder.encode({"events": events}), compresslevel=5)
+
+
+def encoded_size(event: Event) -> int:
+    return len(_encoder.encode(event)) + 1
+
+
+def new_idempotency_key() -> str:
+    return uuid.uuid4().hex
+
+
+def headers(secret_key: str, idempotency_key: str) -> dict[str, str]:
+    return {
+        "Authorization": f"Bearer {secret_key}",
+        "Content-Type": "application/json",
+        "Content-Encoding": "gzip",
+        "Idempotency-Key": idempotency_key,
+    }
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (its seconds form)."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def error_message(body: bytes) -> str:
+    try:
+        message = msgspec.json.decode(body).get("message")
+    except (msgspec.DecodeError, AttributeError):
+        message = None
+    return str(message) if message else body[:200].decode("utf-8", "replace")
+
+
+def log_error(events: Sequence[Event], error: Exception) -> None:
+    """The default ``on_error``: a warning with how many events were not delivered."""
+    logger.warning("eventfold: %d event(s) not delivered: %s", len(events), error)

@@ -1,0 +1,199 @@
+"""``Client``: events are buffered and sent from a background thread."""
+
+from __future__ import annotations
+
+import atexit
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+import httpx2
+
+from eventfold.client.core import (
+    RETRY_STATUSES,
+    ClientError,
+    ErrorCallback,
+    Event,
+    QueueFull,
+    RetryPolicy,
+    build_event,
+    encode_batch,
+    encoded_size,
+    error_message,
+    headers,
+    log_error,
+    new_idempotency_key,
+    retry_after,
+)
+
+_STOP = object()
+
+
+class _Flush:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class Client:
+    """Sends events to eventfold in batches, from a background thread.
+
+    A batch goes out at ``batch_size`` events, ``flush_interval`` seconds after its first
+    event, or ``max_batch_bytes`` (before compression), whichever comes first. Each batch
+    carries an Idempotency-Key, so retries (network errors, 408, 429, 5xx; after
+    ``Retry-After``) never duplicate events. Every event that is dropped or refused goes
+    to ``on_error``: nothing is lost silently. ``close()`` (also at interpreter exit)
+    sends what is left.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        secret_key: str,
+        *,
+        batch_size: int = 100,
+        flush_interval: float = 0.5,
+        max_batch_bytes: int = 4 * 1024 * 1024,
+        max_queue: int = 10_000,
+        on_full: Literal["block", "drop"] = "block",
+        on_error: ErrorCallback = log_error,
+        retry: RetryPolicy | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self._secret_key = secret_key
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._max_batch_bytes = max_batch_bytes
+        self._on_full = on_full
+        self._on_error = on_error
+        self._retry = retry or RetryPolicy()
+        self._http = httpx2.Client(base_url=url.rstrip("/"), timeout=timeout)
+        self._queue: queue.Queue[Any] = queue.Queue(max_queue)
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="eventfold-client", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def track(
+        self,
+        action: str,
+        *,
+        email: str | None = None,
+        phone_number: str | None = None,
+        profile_id: str | None = None,
+        products: Sequence[dict[str, Any]] | None = None,
+        custom: dict[str, Any] | None = None,
+        tags: Sequence[str] | None = None,
+        locale: str | None = None,
+        timestamp: datetime | str | None = None,
+        **extra: Any,
+    ) -> None:
+        """Queues one event; raises InvalidEvent at once if the server would reject it."""
+        if self._closed:
+            raise RuntimeError("this Client is closed")
+        event = build_event(
+            action,
+            email,
+            phone_number,
+            profile_id,
+            products,
+            custom,
+            tags,
+            locale,
+            timestamp,
+            extra,
+        )
+        if self._on_full == "block":
+            self._queue.put(event)
+            return
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self._report([event], QueueFull(f"the buffer of {self._queue.maxsize} events is full"))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Blocks until every event queued so far was sent (or given up); False on timeout."""
+        request = _Flush()
+        self._queue.put(request)
+        return request.done.wait(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Sends what is queued, then stops the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send_batch(self, events: Sequence[Event], idempotency_key: str) -> bool:
+        """Sends one prepared batch now, with retries; True once the server accepted it."""
+        return self._send(events, idempotency_key)
+
+    def _run(self) -> None:
+        batch: list[Event] = []
+        size, deadline = 0, 0.0
+        while True:
+            wait = max(0.0, deadline - time.monotonic()) if batch else None
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                self._send(batch)
+                batch, size = [], 0
+                continue
+            if isinstance(item, _Flush):
+                self._send(batch)
+                batch, size = [], 0
+                item.done.set()
+                continue
+            if item is _STOP:
+                self._send(batch)
+                return
+            if not batch:
+                deadline = time.monotonic() + self._flush_interval
+            batch.append(item)
+            size += encoded_size(item)
+            if len(batch) >= self._batch_size or size >= self._max_batch_bytes:
+                self._send(batch)
+                batch, size = [], 0
+
+    def _send(self, events: Sequence[Event], idempotency_key: str | None = None) -> bool:
+        if not events:
+            return True
+        key = idempotency_key or new_idempotency_key()
+        body = encode_batch(events)
+        failure: Exception = ClientError(0, "not sent")
+        for attempt in range(self._retry.max_retries + 1):
+            wait = None
+            try:
+                response = self._http.post(
+                    "/api/v0/events", content=body, headers=headers(self._secret_key, key)
+                )
+            except httpx2.TransportError as error:
+                failure = error
+            else:
+                if response.status_code < 300:
+                    return True
+                failure = ClientError(response.status_code, error_message(response.content))
+                if response.status_code not in RETRY_STATUSES:
+                    break
+                wait = retry_after(response.headers.get("retry-after"))
+            if attempt < self._retry.max_retries:
+                time.sleep(self._retry.delay(attempt, wait))
+        self._report(events, failure)
+        return False
+
+    def _report(self, events: Sequence[Event], error: Exception) -> None:
+        try:
+            self._on_error(events, error)
+        except Exception:
+            log_error(events, error)
