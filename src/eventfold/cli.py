@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from contextlib import closing
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 
 from eventfold import __version__
+from eventfold.client.importer import FORMATS
 from eventfold.clock import now_ms
 from eventfold.errors import ConfigurationError
 from eventfold.http.protocol import BoundedHttpToolsProtocol
@@ -33,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env().replace(
-            database_url=args.database,
+            database_url=getattr(args, "database", None),
             **{name: getattr(args, name, None) for name in ("host", "port", "workers")},
         )
         result: int = args.run(args, settings)
@@ -69,6 +71,27 @@ def _parser() -> argparse.ArgumentParser:
         "worker", parents=[database], help="fold accepted events into profiles (foreground)"
     )
     worker.set_defaults(run=_worker)
+
+    importing = commands.add_parser(
+        "import", help="send events from an NDJSON, JSON or CSV file (see docs/client.md)"
+    )
+    importing.add_argument("file", type=Path, metavar="FILE")
+    importing.add_argument("--url", default="http://127.0.0.1:8000", help="the eventfold server")
+    importing.add_argument("--key", required=True, help="a secret key of the account")
+    importing.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="auto",
+        help="default: by extension (.ndjson/.jsonl, .csv, else JSON)",
+    )
+    importing.add_argument("--batch-size", type=int, default=500)
+    importing.add_argument(
+        "--rejects",
+        type=Path,
+        metavar="FILE",
+        help="where to write invalid records (default FILE.rejects.ndjson)",
+    )
+    importing.set_defaults(run=_import)
 
     keys = commands.add_parser("keys", help="manage secret keys").add_subparsers(
         required=True, metavar="ACTION"
@@ -140,6 +163,33 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         print(f"eventfold worker: folding events in {settings.database_url}", flush=True)
         worker.run()
     return 0
+
+
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    from eventfold.client.importer import run_import
+    from eventfold.client.sync import Client
+
+    if not args.file.is_file():
+        raise ConfigurationError(f"{args.file} is not a file")
+    rejects_path = args.rejects or args.file.with_name(args.file.name + ".rejects.ndjson")
+    configure_logging("text")
+    with rejects_path.open("w", encoding="utf-8") as rejects, Client(args.url, args.key) as client:
+        report = run_import(
+            args.file,
+            client,
+            file_format=args.format,
+            batch_size=args.batch_size,
+            rejects=rejects,
+            progress=sys.stderr.isatty(),
+        )
+    print(
+        f"sent {report.sent} events in {report.seconds:.1f} s "
+        f"({report.events_per_second:,.0f} events/s); rejected {report.rejected} "
+        f"(written to {rejects_path}); not delivered {report.failed}"
+    )
+    for failure in report.failures:
+        print(f"  {failure}", file=sys.stderr)
+    return 0 if report.failed == 0 else 1
 
 
 def _check_port_is_free(host: str, port: int) -> None:

@@ -111,7 +111,7 @@ def check_events(events: Sequence[Event]) -> None:
 
 def encode_batch(events: Sequence[Event]) -> bytes:
     """The gzip-compressed request body."""
-    return gzip.compress(_encoder.encode({"events": events}), compresslevel=5)
+    return gzip.compress(_encoder.encode({"events": events}), compresslevel=1)
 
 
 def encoded_size(event: Event) -> int:
