@@ -111,3 +111,29 @@ def test_debugger_shows_live_events_and_looks_up_profiles(chromium: str, server:
         page.screenshot(path=str(ARTIFACTS / "debugger.png"), full_page=True)
         browser.close()
     assert server.secret not in "".join(server.output)
+
+
+@pytest.mark.slow
+def test_reference_and_debugger_pages_render_with_nothing_from_outside(
+    chromium: str, server: Served
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        page = browser.new_page()
+        fetched: list[str] = []
+        page.on("request", lambda request: fetched.append(request.url))
+        page.goto(f"{server.url}/docs")
+        operations = page.locator("details.operation")
+        expect(operations.first).to_be_visible(timeout=10_000)
+        assert operations.count() >= 8
+        expect(page.locator("summary", has_text="/api/v0/events").first).to_be_visible()
+        page.locator("summary", has_text="Store a batch").click()
+        expect(page.locator("details.operation[open]")).to_contain_text("Idempotency-Key")
+        expect(page.locator("details.schema", has_text="Event").first).to_be_visible()
+        page.goto(f"{server.url}/debugger")
+        expect(page.locator("#connect")).to_be_visible()
+        browser.close()
+    assert fetched
+    assert all(url.startswith(server.url) for url in fetched), fetched

@@ -16,7 +16,7 @@ from starlette.routing import Route
 from eventfold.bootstrap import Services, build_services
 from eventfold.errors import EventfoldError
 from eventfold.http import errors
-from eventfold.http.debugger import debugger_page, debugger_stream
+from eventfold.http.debugger import debugger_page, debugger_stream, reference_page
 from eventfold.http.events import get_events, post_events
 from eventfold.http.health import healthz, prometheus_metrics, readyz
 from eventfold.http.middleware import RequestLogMiddleware
@@ -61,6 +61,7 @@ def create_app(services: Services, close_storage_on_shutdown: bool = False) -> S
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", prometheus_metrics, methods=["GET"]),
             Route("/debugger", debugger_page, methods=["GET"]),
+            Route("/docs", reference_page, methods=["GET"]),
             Route("/api/v0/debugger/stream", debugger_stream, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],

@@ -21,11 +21,18 @@ from eventfold.storage.base import Principal
 POLL_SECONDS = 0.25
 HEARTBEAT_SECONDS = 5.0
 _encoder = msgspec.json.Encoder()
-_PAGE = resources.files("eventfold.http").joinpath("debugger.html").read_text("utf-8")
+_PAGES = resources.files("eventfold.http")
+_DEBUGGER = _PAGES.joinpath("debugger.html").read_text("utf-8")
+_REFERENCE = _PAGES.joinpath("reference.html").read_text("utf-8")
 
 
 async def debugger_page(request: Request) -> Response:
-    return HTMLResponse(_PAGE, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(_DEBUGGER, headers={"Cache-Control": "no-store"})
+
+
+async def reference_page(request: Request) -> Response:
+    """``/docs``: the OpenAPI document rendered in the browser, with no outside assets."""
+    return HTMLResponse(_REFERENCE)
 
 
 async def debugger_stream(request: Request) -> Response:

@@ -255,6 +255,18 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
                     },
                 }
             },
+            "/docs": {
+                "get": {
+                    "summary": "This document, rendered as a page (HTML, no outside assets)",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "the page",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
             "/api/v0/debugger/stream": {
                 "get": {
                     "summary": "The account's events as they are accepted, folded or rejected, "
