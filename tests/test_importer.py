@@ -90,6 +90,16 @@ def test_a_100000_event_file_is_imported_once_even_when_run_twice(
     assert stored(server) == good
 
 
+def test_identical_batches_at_different_lines_are_both_stored(
+    server: Served, tmp_path: Path
+) -> None:
+    path = tmp_path / "repeats.ndjson"
+    path.write_text((json.dumps({"action": "view", "email": "a@b.co"}) + "\n") * 20)
+    result = run_import(server, str(path), "--batch-size", "5")
+    assert result.returncode == 0, result.stderr
+    assert stored(server) == 20
+
+
 def test_json_and_csv_files_are_imported(server: Served, tmp_path: Path) -> None:
     document = tmp_path / "events.json"
     document.write_text(

@@ -1,9 +1,10 @@
 """``eventfold import FILE``: load events from NDJSON, a ``{"events": [...]}`` JSON file or
 CSV, in batches through the SDK.
 
-Each batch's Idempotency-Key is derived from its content, so running the same import
-again after an interruption re-sends batches the server already has without storing
-them twice (within the server's idempotency window, 24 h by default).
+Each batch's Idempotency-Key is derived from its place in the file and its content, so
+running the same import again after an interruption re-sends batches the server already
+has without storing them twice (within the server's idempotency window, 24 h by
+default), while identical batches at different places are both stored.
 """
 
 from __future__ import annotations
@@ -123,8 +124,10 @@ def run_import(
         first = 0
 
         def send(last: int) -> None:
-            body = json.dumps(batch, sort_keys=True, separators=(",", ":")).encode()
-            key = "import-" + hashlib.sha256(body).hexdigest()[:40]
+            # Place and content: a re-run repeats the key, while two identical batches at
+            # different places in the file stay two batches.
+            where = f"{first}-{last}:".encode()
+            key = "import-" + hashlib.sha256(where + _encoder.encode(batch)).hexdigest()[:40]
             pending.append(
                 (senders.submit(client.send_batch, list(batch), key), first, last, len(batch))
             )
