@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from eventfold.errors import Overloaded, StorageUnavailable
-from eventfold.storage.sqlite import connect
-from eventfold.storage.sqlite_writer import GroupCommitWriter
+from eventfold.storage.group_commit import GroupCommitWriter
+from eventfold.storage.sqlite import SqliteSession, connect
 
 
 def make_writer(tmp_path: Path, max_pending_rows: int = 1_000) -> GroupCommitWriter:
     connection = connect(tmp_path / "w.db")
     connection.execute("CREATE TABLE t (v INTEGER NOT NULL)")
-    return GroupCommitWriter(connection, max_pending_rows)
+    return GroupCommitWriter(SqliteSession(connection), max_pending_rows)
 
 
 def insert(value: int) -> object:

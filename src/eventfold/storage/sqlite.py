@@ -24,8 +24,8 @@ from eventfold.storage.base import (
     Principal,
     StoredEvent,
 )
+from eventfold.storage.group_commit import GroupCommitWriter
 from eventfold.storage.migrations import migrate_sqlite
-from eventfold.storage.sqlite_writer import GroupCommitWriter
 
 _INSERT_EVENT = (
     "INSERT INTO events (account_id, received_at, occurred_at, action, email, phone,"
@@ -42,6 +42,31 @@ def connect(path: Path, busy_timeout_ms: int = 5_000) -> sqlite3.Connection:
     connection.execute("PRAGMA synchronous = FULL")
     connection.execute("PRAGMA foreign_keys = ON")
     return connection
+
+
+class SqliteSession:
+    """The write connection as the group-commit writer drives it."""
+
+    storage_errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def connection(self) -> sqlite3.Connection:
+        return self._connection
+
+    def execute(self, statement: str) -> None:
+        self._connection.execute(statement)
+
+    def begin(self) -> None:
+        # IMMEDIATE: take the write lock now, not at the first write.
+        self._connection.execute("BEGIN IMMEDIATE")
+
+    def in_transaction(self) -> bool:
+        return self._connection.in_transaction
+
+    def close(self) -> None:
+        self._connection.close()
 
 
 def _claim_key(
@@ -92,7 +117,9 @@ class SqliteStorage:
                 f"cannot open the SQLite database {str(path)!r} ({error}); check that its "
                 "folder exists and is writable"
             ) from None
-        self._writer = GroupCommitWriter(write_connection, max_pending_events, on_commit)
+        self._writer = GroupCommitWriter(
+            SqliteSession(write_connection), max_pending_events, on_commit
+        )
         self._readers = threading.local()
         self._new_events = threading.Event()
 

@@ -1,8 +1,9 @@
-"""Group commit for SQLite: one thread owns the write connection, and the batches of
-many concurrent requests are committed in one transaction, so one fsync covers them all.
+"""Group commit: one thread owns the write connection, and the batches of many
+concurrent requests are committed in one transaction, so one fsync covers them all.
 
 Each job runs inside its own SAVEPOINT: a job that fails is rolled back alone and the
-others in the same transaction still commit.
+others in the same transaction still commit. The backend's side of this is a small
+``WriteSession`` (SQLite's and PostgreSQL's are in their modules).
 """
 
 from __future__ import annotations
@@ -10,18 +11,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from eventfold.errors import Overloaded, StorageUnavailable
 
 T = TypeVar("T")
-Job = Callable[[sqlite3.Connection], T]
+Job = Callable[[Any], T]  # runs on the backend's connection, inside the group transaction
+
+
+class WriteSession(Protocol):
+    """A backend's write connection, as the writer drives it."""
+
+    # Errors that mean "the database cannot take this write now" (answered 503).
+    storage_errors: tuple[type[Exception], ...]
+
+    def connection(self) -> Any:
+        """The connection jobs run on (reconnecting first if it was lost)."""
+
+    def execute(self, statement: str) -> None:
+        """Runs a transaction-control statement: SAVEPOINT, COMMIT, ROLLBACK, ..."""
+
+    def begin(self) -> None:
+        """Starts the group's transaction, taking the write lock where there is one."""
+
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open (a database may roll one back by itself)."""
+
+    def close(self) -> None:
+        """Closes the connection."""
+
 
 # A transaction stops taking more jobs past this many rows, so one commit stays short.
 MAX_ROWS_PER_COMMIT = 50_000
@@ -34,8 +57,8 @@ class _Queued:
     future: Future[Any] = field(default_factory=Future)
 
 
-def storage_unavailable(error: sqlite3.Error) -> StorageUnavailable:
-    """The client-facing form of an SQLite failure to write (full, locked, read-only)."""
+def storage_unavailable(error: Exception) -> StorageUnavailable:
+    """The client-facing form of a database's failure to write (full, locked, down)."""
     return StorageUnavailable(
         f"the event store cannot take writes right now ({error}); nothing was stored, retry later"
     )
@@ -46,11 +69,11 @@ class GroupCommitWriter:
 
     def __init__(
         self,
-        connection: sqlite3.Connection,
+        session: WriteSession,
         max_pending_rows: int,
         on_commit: Callable[[int, float], None] | None = None,
     ) -> None:
-        self._connection = connection
+        self._session = session
         self._on_commit = on_commit
         self._max_pending_rows = max_pending_rows
         self._pending_rows = 0
@@ -79,7 +102,7 @@ class GroupCommitWriter:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
-        self._connection.close()
+        self._session.close()
 
     def _enqueue(self, job: Job[Any], rows: int) -> Future[Any]:
         with self._lock:
@@ -121,9 +144,9 @@ class GroupCommitWriter:
             if self._on_commit is not None:
                 self._on_commit(len(group), time.perf_counter() - started)
         except Exception as error:
-            if self._connection.in_transaction:
-                self._connection.execute("ROLLBACK")
-            failure = storage_unavailable(error) if isinstance(error, sqlite3.Error) else error
+            if self._session.in_transaction():
+                self._session.execute("ROLLBACK")
+            failure = self._translate(error)
             outcomes = [(queued, None, failure) for queued in group]
         for queued, result, job_failure in outcomes:
             if job_failure is None:
@@ -131,23 +154,28 @@ class GroupCommitWriter:
             else:
                 queued.future.set_exception(job_failure)
 
+    def _translate(self, error: Exception) -> Exception:
+        if isinstance(error, self._session.storage_errors):
+            return storage_unavailable(error)
+        return error
+
     def _run_in_one_transaction(
         self, group: list[_Queued]
     ) -> list[tuple[_Queued, Any, BaseException | None]]:
-        connection = self._connection
-        connection.execute("BEGIN IMMEDIATE")
+        session = self._session
+        session.begin()
+        connection = session.connection()
         outcomes: list[tuple[_Queued, Any, BaseException | None]] = []
         for queued in group:
-            connection.execute("SAVEPOINT job")
+            session.execute("SAVEPOINT job")
             try:
                 outcomes.append((queued, queued.job(connection), None))
             except Exception as error:
-                if not connection.in_transaction:
-                    raise  # SQLite rolled back the whole group (disk full, I/O error)
-                connection.execute("ROLLBACK TO job")
-                failure = storage_unavailable(error) if isinstance(error, sqlite3.Error) else error
-                outcomes.append((queued, None, failure))
-            connection.execute("RELEASE job")
-        connection.execute("COMMIT")
+                if not session.in_transaction():
+                    raise  # the database rolled back the whole group (disk full, I/O error)
+                session.execute("ROLLBACK TO SAVEPOINT job")
+                outcomes.append((queued, None, self._translate(error)))
+            session.execute("RELEASE SAVEPOINT job")
+        session.execute("COMMIT")
         self.commits += 1
         return outcomes
