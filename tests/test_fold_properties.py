@@ -22,7 +22,7 @@ from eventfold.domain.profile import (
     state_of_event,
 )
 from eventfold.domain.profile_book import ProfileBook
-from eventfold.storage import sqlite_profiles
+from eventfold.storage import sql_profiles
 from eventfold.storage.migrations import migrate_sqlite
 
 ACCOUNT = 1
@@ -130,7 +130,7 @@ def test_sqlite_fold_in_any_chunk_size_matches_the_pure_fold(
         " VALUES (?, 1, 0, ?, ?, ?)",
         [(seq, at, e.action, msgspec.json.encode(e)) for at, seq, e in events],
     )
-    while sqlite_profiles.fold_pending(connection, chunk, now_ms=0):
+    while sql_profiles.fold_pending(connection, chunk, now_ms=0):
         pass
     rows = connection.execute("SELECT id, state FROM profiles").fetchall()
     stored = {pid: msgspec.json.decode(state, type=ProfileState) for pid, state in rows}

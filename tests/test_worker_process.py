@@ -44,9 +44,8 @@ def fill(path: Path) -> Counter[str]:
 
 def progress(path: Path) -> int:
     with sqlite3.connect(path) as connection:
-        row = connection.execute("SELECT value FROM fold_state WHERE name = 'folded_up_to'")
-        found = row.fetchone()
-        return int(found[0]) if found else 0
+        row = connection.execute("SELECT count(*) FROM events WHERE profile_id IS NOT NULL")
+        return int(row.fetchone()[0])
 
 
 def start_worker(path: Path) -> subprocess.Popen[bytes]:

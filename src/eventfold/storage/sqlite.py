@@ -15,7 +15,7 @@ from eventfold.domain.events import AcceptedEvent
 from eventfold.domain.keys import generate_key_id, generate_secret, hash_secret
 from eventfold.domain.profile import ProfileState
 from eventfold.errors import ConfigurationError, IdempotencyConflict
-from eventfold.storage import sqlite_profiles
+from eventfold.storage import sql_profiles
 from eventfold.storage.base import (
     EventQuery,
     FoldLag,
@@ -252,7 +252,7 @@ class SqliteStorage:
 
     def fold_pending(self, max_events: int) -> int:
         return self._writer.run(
-            lambda connection: sqlite_profiles.fold_pending(connection, max_events, current_ms())
+            lambda connection: sql_profiles.fold_pending(connection, max_events, current_ms())
         )
 
     def wait_for_events(self, timeout: float) -> None:
@@ -265,20 +265,20 @@ class SqliteStorage:
     def find_profile(
         self, account_id: int, kind: str, value: str
     ) -> tuple[int, ProfileState] | None:
-        return sqlite_profiles.find_profile(self._reader(), account_id, kind, value)
+        return sql_profiles.find_profile(self._reader(), account_id, kind, value)
 
     async def erase_person(self, account_id: int, kind: str, value: str) -> None:
         await self._writer.submit(
-            lambda connection: sqlite_profiles.erase_person(
+            lambda connection: sql_profiles.erase_person(
                 connection, account_id, kind, value, current_ms()
             )
         )
 
     def list_events(self, query: EventQuery) -> list[StoredEvent]:
-        return sqlite_profiles.list_events(self._reader(), query)
+        return sql_profiles.list_events(self._reader(), query)
 
     def event_profiles(self, account_id: int, seqs: Sequence[int]) -> dict[int, int | None]:
-        return sqlite_profiles.event_profiles(self._reader(), account_id, seqs)
+        return sql_profiles.event_profiles(self._reader(), account_id, seqs)
 
     def fold_lag(self, now_ms: int) -> FoldLag:
-        return sqlite_profiles.fold_lag(self._reader(), now_ms)
+        return sql_profiles.fold_lag(self._reader(), now_ms)

@@ -1,13 +1,15 @@
-"""The fold, erasure and read-back in SQL, for the SQLite backend.
+"""The fold, erasure and read-back in SQL that SQLite and PostgreSQL both speak
+(``?`` placeholders; the PostgreSQL connection translates them).
 
 Each function runs on a connection the caller owns; the write ones run inside the
-group-commit writer's transaction, so the fold's progress, the profile changes and the
-events' profile ids commit together or not at all.
+group-commit writer's transaction, so the profile changes and the events' profile ids
+commit together or not at all. An event is unfolded while its ``profile_id`` is NULL:
+no "folded up to" position, since PostgreSQL's sequence numbers are not committed in
+order and a position could pass an event that commits late.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 
 import msgspec
@@ -15,21 +17,21 @@ import msgspec
 from eventfold.domain.profile import FoldInput, ProfileState, identifiers_of
 from eventfold.domain.profile_book import IdentityKey, ProfileBook
 from eventfold.storage.base import EventQuery, FoldLag, StoredEvent
+from eventfold.storage.sql import SqlConnection
 
 _fold_input = msgspec.json.Decoder(FoldInput)
 _state_decoder = msgspec.json.Decoder(ProfileState)
 _state_encoder = msgspec.json.Encoder()
-_PROGRESS = "folded_up_to"
 _LAST_PROFILE_ID = "last_profile_id"
 _IN_LIST_SIZE = 500
 
 
-def fold_pending(connection: sqlite3.Connection, max_events: int, now_ms: int) -> int:
+def fold_pending(connection: SqlConnection, max_events: int, now_ms: int) -> int:
     """Folds the next unfolded events in acceptance order; returns how many."""
-    position = _get_state(connection, _PROGRESS)
     rows = connection.execute(
-        "SELECT seq, account_id, occurred_at, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-        (position, max_events),
+        "SELECT seq, account_id, occurred_at, body FROM events WHERE profile_id IS NULL"
+        " ORDER BY seq LIMIT ?",
+        (max_events,),
     ).fetchall()
     if not rows:
         return 0
@@ -55,12 +57,11 @@ def fold_pending(connection: sqlite3.Connection, max_events: int, now_ms: int) -
         [(book.final_id(profile_id), seq) for profile_id, seq in assignments],
     )
     _set_state(connection, _LAST_PROFILE_ID, last_id)
-    _set_state(connection, _PROGRESS, rows[-1][0])
     return len(rows)
 
 
 def erase_person(
-    connection: sqlite3.Connection, account_id: int, kind: str, value: str, now_ms: int
+    connection: SqlConnection, account_id: int, kind: str, value: str, now_ms: int
 ) -> None:
     """Folds everything accepted so far, then deletes the person's profile and events."""
     while fold_pending(connection, 5_000, now_ms):
@@ -75,7 +76,7 @@ def erase_person(
 
 
 def find_profile(
-    connection: sqlite3.Connection, account_id: int, kind: str, value: str
+    connection: SqlConnection, account_id: int, kind: str, value: str
 ) -> tuple[int, ProfileState] | None:
     row = connection.execute(
         "SELECT p.id, p.state FROM identities i JOIN profiles p ON p.id = i.profile_id"
@@ -88,7 +89,7 @@ def find_profile(
 _PERSON_COLUMNS = {"email": "email", "phoneNumber": "phone", "profileId": "profile_ref"}
 
 
-def list_events(connection: sqlite3.Connection, query: EventQuery) -> list[StoredEvent]:
+def list_events(connection: SqlConnection, query: EventQuery) -> list[StoredEvent]:
     clauses: list[str] = ["account_id = ?"]
     params: list[int | str] = [query.account_id]
     if query.before_seq is not None:
@@ -123,7 +124,7 @@ def list_events(connection: sqlite3.Connection, query: EventQuery) -> list[Store
 
 
 def event_profiles(
-    connection: sqlite3.Connection, account_id: int, seqs: Sequence[int]
+    connection: SqlConnection, account_id: int, seqs: Sequence[int]
 ) -> dict[int, int | None]:
     found: dict[int, int | None] = {}
     ordered = sorted(seqs)
@@ -138,19 +139,18 @@ def event_profiles(
     return found
 
 
-def fold_lag(connection: sqlite3.Connection, now_ms: int) -> FoldLag:
-    """Cheap enough to ask often: two index lookups, no counting."""
-    position = _get_state(connection, _PROGRESS)
-    newest = connection.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
+def fold_lag(connection: SqlConnection, now_ms: int) -> FoldLag:
+    """Counts the unfolded events (an index range: as long as the backlog)."""
+    behind = connection.execute("SELECT count(*) FROM events WHERE profile_id IS NULL").fetchone()
     oldest = connection.execute(
-        "SELECT received_at FROM events WHERE seq > ? ORDER BY seq LIMIT 1", (position,)
+        "SELECT received_at FROM events WHERE profile_id IS NULL ORDER BY seq LIMIT 1"
     ).fetchone()
     waited = max(0.0, (now_ms - oldest[0]) / 1000) if oldest else 0.0
-    return FoldLag(events=max(0, newest - position), seconds=waited)
+    return FoldLag(events=int(behind[0]), seconds=waited)
 
 
 def _load_identities(
-    connection: sqlite3.Connection, keys: Iterable[IdentityKey]
+    connection: SqlConnection, keys: Iterable[IdentityKey]
 ) -> dict[IdentityKey, int]:
     by_group: dict[tuple[int, str], list[str]] = {}
     for account, kind, value in keys:
@@ -170,7 +170,7 @@ def _load_identities(
 
 
 def _load_states(
-    connection: sqlite3.Connection, profile_ids: set[int]
+    connection: SqlConnection, profile_ids: set[int]
 ) -> dict[int, tuple[int, ProfileState]]:
     states: dict[int, tuple[int, ProfileState]] = {}
     ids = sorted(profile_ids)
@@ -185,7 +185,7 @@ def _load_states(
     return states
 
 
-def _save(connection: sqlite3.Connection, book: ProfileBook, now_ms: int) -> None:
+def _save(connection: SqlConnection, book: ProfileBook, now_ms: int) -> None:
     for dead, survivor in book.merged_into.items():
         final = book.final_id(survivor)
         connection.execute(
@@ -208,12 +208,12 @@ def _save(connection: sqlite3.Connection, book: ProfileBook, now_ms: int) -> Non
     )
 
 
-def _get_state(connection: sqlite3.Connection, name: str) -> int:
+def _get_state(connection: SqlConnection, name: str) -> int:
     row = connection.execute("SELECT value FROM fold_state WHERE name = ?", (name,)).fetchone()
     return int(row[0]) if row else 0
 
 
-def _set_state(connection: sqlite3.Connection, name: str, value: int) -> None:
+def _set_state(connection: SqlConnection, name: str, value: int) -> None:
     connection.execute(
         "INSERT INTO fold_state (name, value) VALUES (?, ?)"
         " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
