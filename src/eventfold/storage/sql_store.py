@@ -1,0 +1,287 @@
+"""``SqlStorage``: the storage contract in SQL both backends speak (``?`` placeholders).
+
+A backend subclass says how to reach its database (a write session for the group-commit
+writer, reader connections), how to insert a batch's rows fastest, how fold steps are
+kept from running twice at once, and which of its errors mean "unavailable".
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from eventfold.clock import now_ms as current_ms
+from eventfold.domain.events import AcceptedEvent
+from eventfold.domain.keys import generate_key_id, generate_secret, hash_secret
+from eventfold.domain.profile import ProfileState
+from eventfold.errors import IdempotencyConflict
+from eventfold.storage import sql_profiles
+from eventfold.storage.base import (
+    EventQuery,
+    FoldLag,
+    IdempotencyClaim,
+    KeyRecord,
+    Principal,
+    StoredEvent,
+)
+from eventfold.storage.group_commit import GroupCommitWriter, WriteSession, storage_unavailable
+from eventfold.storage.sql import SqlConnection
+
+EVENT_COLUMNS = (
+    "account_id",
+    "received_at",
+    "occurred_at",
+    "action",
+    "email",
+    "phone",
+    "profile_ref",
+    "body",
+)
+Row = tuple[Any, ...]
+
+
+class SqlStorage:
+    """Keys, accounts, the event log and profiles, over a group-commit writer."""
+
+    def __init__(
+        self,
+        session: WriteSession,
+        max_pending_events: int,
+        on_commit: Callable[[int, float], None] | None,
+    ) -> None:
+        self._writer = GroupCommitWriter(session, max_pending_events, on_commit)
+        self._readers = threading.local()
+        self._new_events = threading.Event()
+
+    # --- what a backend provides ----------------------------------------------------
+
+    def _connect_reader(self) -> SqlConnection:
+        raise NotImplementedError
+
+    def _insert_events(self, connection: SqlConnection, rows: list[Row]) -> None:
+        connection.executemany(
+            f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def _lock_fold(self, connection: SqlConnection, wait: bool) -> bool:
+        """Keeps two fold steps (or a fold and an erasure) from running at once; with
+        ``wait`` false, returns False instead of waiting for another one."""
+        return True  # a backend whose write transactions exclude each other needs nothing
+
+    _read_errors: tuple[type[Exception], ...] = ()
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._writer.close()
+
+    @contextmanager
+    def _reading(self) -> Iterator[SqlConnection]:
+        """This thread's reader connection; a lost one is dropped and the read is a 503."""
+        connection: SqlConnection | None = getattr(self._readers, "connection", None)
+        if connection is None:
+            try:
+                connection = self._connect_reader()
+            except self._read_errors as error:
+                raise storage_unavailable(error) from None
+            self._readers.connection = connection
+        try:
+            yield connection
+        except self._read_errors as error:
+            self._readers.connection = None
+            raise storage_unavailable(error) from None
+
+    # --- keys -----------------------------------------------------------------------
+
+    def create_key(
+        self, account_name: str, now_ms: int, rate_limit: float | None = None
+    ) -> tuple[KeyRecord, str]:
+        secret, key_id = generate_secret(), generate_key_id()
+
+        def insert(connection: SqlConnection) -> None:
+            connection.execute(
+                "INSERT INTO accounts (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (account_name, now_ms),
+            )
+            connection.execute(
+                "INSERT INTO api_keys (id, account_id, secret_hash, created_at, rate_limit)"
+                " SELECT ?, id, ?, ?, ? FROM accounts WHERE name = ?",
+                (key_id, hash_secret(secret), now_ms, rate_limit, account_name),
+            )
+
+        self._writer.run(insert)
+        return KeyRecord(key_id, account_name, now_ms, None, None, rate_limit), secret
+
+    def set_rate_limit(self, key_id: str, rate_limit: float | None) -> bool:
+        return self._changed(
+            "UPDATE api_keys SET rate_limit = ? WHERE id = ?", (rate_limit, key_id)
+        )
+
+    def list_keys(self) -> list[KeyRecord]:
+        with self._reading() as connection:
+            rows = connection.execute(
+                "SELECT k.id, a.name, k.created_at, k.last_used_at, k.revoked_at, k.rate_limit"
+                " FROM api_keys k JOIN accounts a ON a.id = k.account_id"
+                " ORDER BY k.created_at, k.id"
+            ).fetchall()
+        return [KeyRecord(*row) for row in rows]
+
+    def revoke_key(self, key_id: str, now_ms: int) -> bool:
+        return self._changed(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?",
+            (now_ms, key_id),
+        )
+
+    def _changed(self, statement: str, parameters: tuple[Any, ...]) -> bool:
+        """Runs one write; whether it changed a row."""
+        rowcount: int = self._writer.run(
+            lambda connection: connection.execute(statement, parameters).rowcount
+        )
+        return rowcount > 0
+
+    def find_key(self, secret_hash: bytes) -> Principal | None:
+        with self._reading() as connection:
+            row = connection.execute(
+                "SELECT k.id, a.id, a.name, k.rate_limit"
+                " FROM api_keys k JOIN accounts a ON a.id = k.account_id"
+                " WHERE k.secret_hash = ? AND k.revoked_at IS NULL",
+                (secret_hash,),
+            ).fetchone()
+        return Principal(*row) if row else None
+
+    def touch_key(self, key_id: str, now_ms: int) -> None:
+        # Fire and forget: a missed "last used" time must never fail a request.
+        self._writer.enqueue_quietly(
+            lambda connection: connection.execute(
+                "UPDATE api_keys SET last_used_at = ?"
+                " WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+                (now_ms, key_id, now_ms),
+            )
+        )
+
+    def has_keys(self) -> bool:
+        with self._reading() as connection:
+            return connection.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone() is not None
+
+    # --- events ---------------------------------------------------------------------
+
+    async def append(
+        self,
+        account_id: int,
+        received_at_ms: int,
+        events: Sequence[AcceptedEvent],
+        claim: IdempotencyClaim | None = None,
+    ) -> bool:
+        rows = [(account_id, received_at_ms, *event) for event in events]
+
+        def insert(connection: SqlConnection) -> bool:
+            if claim is not None and not _claim_key(connection, account_id, received_at_ms, claim):
+                return False
+            if rows:
+                self._insert_events(connection, rows)
+            return True
+
+        stored = await self._writer.submit(insert, rows=max(1, len(rows)))
+        self.wake_waiters()
+        return stored
+
+    def forget_idempotency_keys(self, before_ms: int) -> None:
+        self._writer.enqueue_quietly(
+            lambda connection: connection.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < ?", (before_ms,)
+            )
+        )
+
+    def count_events(self, account_id: int) -> int:
+        with self._reading() as connection:
+            row = connection.execute(
+                "SELECT count(*) FROM events WHERE account_id = ?", (account_id,)
+            ).fetchone()
+        return int(row[0])
+
+    def stored_documents(self, account_id: int) -> list[bytes]:
+        with self._reading() as connection:
+            rows = connection.execute(
+                "SELECT body FROM events WHERE account_id = ? ORDER BY seq", (account_id,)
+            ).fetchall()
+        return [bytes(row[0]) for row in rows]
+
+    # --- profiles -------------------------------------------------------------------
+
+    def fold_pending(self, max_events: int) -> int:
+        def fold(connection: SqlConnection) -> int:
+            if not self._lock_fold(connection, wait=False):
+                return 0  # another process is folding; its progress is ours
+            return sql_profiles.fold_pending(connection, max_events, current_ms())
+
+        return self._writer.run(fold)
+
+    def wait_for_events(self, timeout: float) -> None:
+        self._new_events.wait(timeout)
+        self._new_events.clear()
+
+    def wake_waiters(self) -> None:
+        self._new_events.set()
+
+    def find_profile(
+        self, account_id: int, kind: str, value: str
+    ) -> tuple[int, ProfileState] | None:
+        with self._reading() as connection:
+            return sql_profiles.find_profile(connection, account_id, kind, value)
+
+    async def erase_person(self, account_id: int, kind: str, value: str) -> None:
+        def erase(connection: SqlConnection) -> None:
+            self._lock_fold(connection, wait=True)
+            sql_profiles.erase_person(connection, account_id, kind, value, current_ms())
+
+        await self._writer.submit(erase)
+
+    def list_events(self, query: EventQuery) -> list[StoredEvent]:
+        with self._reading() as connection:
+            return sql_profiles.list_events(connection, query)
+
+    def event_profiles(self, account_id: int, seqs: Sequence[int]) -> dict[int, int | None]:
+        with self._reading() as connection:
+            return sql_profiles.event_profiles(connection, account_id, seqs)
+
+    def fold_lag(self, now_ms: int) -> FoldLag:
+        with self._reading() as connection:
+            return sql_profiles.fold_lag(connection, now_ms)
+
+
+def _claim_key(
+    connection: SqlConnection, account_id: int, now_ms: int, claim: IdempotencyClaim
+) -> bool:
+    """True if the batch is new; False if it repeats a batch stored under the same key.
+
+    Runs in the writer's transaction. A repeat racing the first request waits behind it
+    (SQLite's single writer; PostgreSQL's insert waits for the other transaction) and
+    then sees its row.
+    """
+    inserted = connection.execute(
+        "INSERT INTO idempotency_keys (account_id, key, body_hash, created_at)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (account_id, key) DO NOTHING",
+        (account_id, claim.key, claim.body_hash, now_ms),
+    ).rowcount
+    if inserted == 1:
+        return True
+    renewed = connection.execute(  # an expired key is free again
+        "UPDATE idempotency_keys SET body_hash = ?, created_at = ?"
+        " WHERE account_id = ? AND key = ? AND created_at < ?",
+        (claim.body_hash, now_ms, account_id, claim.key, claim.not_before_ms),
+    ).rowcount
+    if renewed == 1:
+        return True
+    row = connection.execute(
+        "SELECT body_hash FROM idempotency_keys WHERE account_id = ? AND key = ?",
+        (account_id, claim.key),
+    ).fetchone()
+    if bytes(row[0]) == claim.body_hash:
+        return False
+    raise IdempotencyConflict(
+        f"the Idempotency-Key {claim.key[:80]!r} was already used with a different body; "
+        "use a new key for a new batch"
+    )
