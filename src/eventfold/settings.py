@@ -116,7 +116,7 @@ class DatabaseLocation:
 
 
 def parse_database_url(url: str) -> DatabaseLocation:
-    """``sqlite:///relative.db``, ``sqlite:////absolute.db`` (``postgresql://`` comes later)."""
+    """``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``postgresql://...``."""
     if url.startswith("sqlite:///"):
         rest = url.removeprefix("sqlite:///")
         if not rest or rest.endswith("/"):
@@ -126,7 +126,9 @@ def parse_database_url(url: str) -> DatabaseLocation:
             )
         # "sqlite:////abs.db" leaves "/abs.db": an absolute path; otherwise relative.
         return DatabaseLocation("sqlite", path=Path(rest), url=url)
+    if url.startswith(("postgresql://", "postgres://")):
+        return DatabaseLocation("postgresql", url=url)
     raise ConfigurationError(
-        f"unsupported database URL {url!r}; use sqlite:///relative/path.db "
-        "or sqlite:////absolute/path.db"
+        f"unsupported database URL {url!r}; use sqlite:///relative/path.db, "
+        "sqlite:////absolute/path.db or postgresql://user@host:port/database"
     )

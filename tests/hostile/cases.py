@@ -190,6 +190,8 @@ def _missing_and_limits() -> list[Case]:
         Case("only profileId", post(with_event(email=None, profileId="p")), 400),
         Case("no action", post(json.dumps({"events": [{"email": "a@b.co"}]}).encode()), 400),
         Case("null action", post(with_event(action=None)), 400),
+        Case("NUL in action", post(with_event(action="a\u0000b")), 400),
+        Case("NUL in profileId", post(with_event(profileId="p\u0000")), 400),
         Case("action of 257 characters", post(with_event(action="a" * 257)), 400),
         Case("10 MB action", post(with_event(action=ten_mb)), 400),
         Case(

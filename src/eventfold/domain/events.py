@@ -104,9 +104,15 @@ class WireTypes:
 def constrained_types(limits: Limits) -> WireTypes:
     """Subclasses of the wire types whose lengths and patterns follow ``limits``, so that
     msgspec checks them in C while decoding instead of Python checking them afterwards."""
-    name = Annotated[str, msgspec.Meta(min_length=1, max_length=limits.max_name_length)]
+    # Names and ids are indexed columns too, and PostgreSQL's text cannot hold U+0000.
+    no_nul = "^[^\x00]*$"
+    name = Annotated[
+        str, msgspec.Meta(min_length=1, max_length=limits.max_name_length, pattern=no_nul)
+    ]
     text = Annotated[str, msgspec.Meta(max_length=limits.max_string_length)]
-    identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=limits.max_string_length)]
+    identifier = Annotated[
+        str, msgspec.Meta(min_length=1, max_length=limits.max_string_length, pattern=no_nul)
+    ]
     locale = Annotated[str, msgspec.Meta(pattern="^[A-Za-z]{2}$")]
 
     def list_of(item: Any) -> Any:

@@ -6,7 +6,7 @@ import re
 
 from eventfold.errors import InvalidRequest
 
-_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
+_EMAIL = re.compile(r"[^@\s\x00]+@[^@\s.\x00]+(?:\.[^@\s.\x00]+)+")
 _PHONE = re.compile(r"\+[0-9]{4,15}")
 _PHONE_PUNCTUATION = str.maketrans("", "", " -()")
 MAX_EMAIL_LENGTH = 254

@@ -253,6 +253,7 @@ def _split_unknown_fields(
 def _locate(path: str, error: msgspec.ValidationError) -> tuple[str, str]:
     """Turns msgspec's "Expected `str`, got `int` - at `$[0].id`" into our path and text."""
     text, _, where = str(error).partition(" - at `$")
+    text = text.replace("`str` matching regex '^[^\\x00]*$'", "no NUL character (U+0000)")
     return path + where.rstrip("`"), text[:1].lower() + text[1:]
 
 

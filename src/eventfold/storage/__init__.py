@@ -14,6 +14,12 @@ def open_storage(
     """Opens (and migrates) the database that ``settings.database_url`` names;
     ``on_commit(jobs, seconds)`` hears about every group commit."""
     location = parse_database_url(settings.database_url)
+    if location.scheme == "postgresql":
+        from eventfold.storage.postgres import PostgresStorage
+
+        return PostgresStorage(
+            location.url, max_pending_events=settings.max_pending_events, on_commit=on_commit
+        )
     from eventfold.storage.sqlite import SqliteStorage
 
     assert location.path is not None

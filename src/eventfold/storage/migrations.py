@@ -1,4 +1,5 @@
-"""Versioned schema migrations: a list of steps, applied in order, recorded in a table.
+"""Versioned schema migrations: a list of steps per backend, applied in order, each
+recorded in a ``schema_version`` table in the same transaction.
 
 A database whose schema is newer than this code knows is refused, so an old binary never
 writes into a schema it does not understand.
@@ -7,6 +8,7 @@ writes into a schema it does not understand.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 from eventfold.errors import ConfigurationError
 
@@ -77,25 +79,99 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
 )
 
 
-def migrate_sqlite(connection: sqlite3.Connection) -> int:
-    """Brings the schema up to date; returns the version it is at."""
-    connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    current = connection.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
-    known = len(SQLITE_MIGRATIONS)
+POSTGRES_MIGRATIONS: tuple[str, ...] = (
+    # 1: the whole schema of SQLite's versions 1 to 3.
+    """
+    CREATE TABLE accounts (
+        id BIGSERIAL PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        account_id BIGINT NOT NULL REFERENCES accounts(id),
+        secret_hash BYTEA NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL,
+        last_used_at BIGINT,
+        revoked_at BIGINT,
+        rate_limit DOUBLE PRECISION
+    );
+    CREATE TABLE events (
+        seq BIGSERIAL PRIMARY KEY,
+        account_id BIGINT NOT NULL REFERENCES accounts(id),
+        received_at BIGINT NOT NULL,
+        occurred_at BIGINT NOT NULL,
+        action TEXT NOT NULL,
+        email TEXT,
+        phone TEXT,
+        profile_ref TEXT,
+        body BYTEA NOT NULL,
+        profile_id BIGINT
+    );
+    CREATE INDEX events_by_account ON events(account_id, seq);
+    CREATE INDEX events_by_profile ON events(profile_id, seq);
+    CREATE TABLE profiles (
+        id BIGINT PRIMARY KEY,
+        account_id BIGINT NOT NULL REFERENCES accounts(id),
+        state BYTEA NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE TABLE identities (
+        account_id BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        profile_id BIGINT NOT NULL,
+        PRIMARY KEY (account_id, kind, value)
+    );
+    CREATE INDEX identities_by_profile ON identities(profile_id);
+    CREATE TABLE fold_state (
+        name TEXT PRIMARY KEY,
+        value BIGINT NOT NULL
+    );
+    CREATE TABLE idempotency_keys (
+        account_id BIGINT NOT NULL,
+        key TEXT NOT NULL,
+        body_hash BYTEA NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (account_id, key)
+    )
+    """,
+)
+
+
+def apply_migrations(
+    steps: tuple[str, ...],
+    current: int,
+    run_step: Callable[[int, list[str]], None],
+) -> int:
+    """Runs the steps after ``current`` (each via ``run_step(version, statements)``, in
+    its own transaction that also records the version); returns the version now."""
+    known = len(steps)
     if current > known:
         raise ConfigurationError(
             f"the database's schema is version {current}, newer than this eventfold knows "
             f"({known}); upgrade eventfold before using this database"
         )
     for version in range(current + 1, known + 1):
+        statements = [part for part in steps[version - 1].split(";") if part.strip()]
+        run_step(version, statements)
+    return known
+
+
+def migrate_sqlite(connection: sqlite3.Connection) -> int:
+    """Brings the schema up to date; returns the version it is at."""
+    connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    current = connection.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
+
+    def run_step(version: int, statements: list[str]) -> None:
         connection.execute("BEGIN IMMEDIATE")
         try:
-            for statement in SQLITE_MIGRATIONS[version - 1].split(";"):
-                if statement.strip():
-                    connection.execute(statement)
+            for statement in statements:
+                connection.execute(statement)
             connection.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
         except BaseException:
             connection.execute("ROLLBACK")
             raise
         connection.execute("COMMIT")
-    return known
+
+    return apply_migrations(SQLITE_MIGRATIONS, current, run_step)

@@ -7,6 +7,7 @@ kept from running twice at once, and which of its errors mean "unavailable".
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -53,6 +54,8 @@ class SqlStorage:
     ) -> None:
         self._writer = GroupCommitWriter(session, max_pending_events, on_commit)
         self._readers = threading.local()
+        self._all_readers: list[SqlConnection] = []
+        self._readers_lock = threading.Lock()
         self._new_events = threading.Event()
 
     # --- what a backend provides ----------------------------------------------------
@@ -76,7 +79,13 @@ class SqlStorage:
     # --- plumbing ---------------------------------------------------------------------
 
     def close(self) -> None:
+        """Commits what is queued, then closes the writer's and the readers' connections."""
         self._writer.close()
+        with self._readers_lock:
+            for connection in self._all_readers:
+                with contextlib.suppress(Exception):  # a lost connection is closed already
+                    connection.close()
+            self._all_readers.clear()
 
     @contextmanager
     def _reading(self) -> Iterator[SqlConnection]:
@@ -88,6 +97,8 @@ class SqlStorage:
             except self._read_errors as error:
                 raise storage_unavailable(error) from None
             self._readers.connection = connection
+            with self._readers_lock:
+                self._all_readers.append(connection)
         try:
             yield connection
         except self._read_errors as error:

@@ -1,0 +1,152 @@
+"""The PostgreSQL backend: the same contract for several API and worker processes.
+
+psycopg 3, chosen by measurement: with group commit putting ~1,000 events in a
+transaction, its COPY stored 139k events/s against asyncpg's 142k (asyncpg led at one
+100-event batch per commit, 93k against 69k), and it keeps the writer a plain thread
+like SQLite's. Commits wait for the WAL flush (``synchronous_commit = on``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.pq import TransactionStatus
+
+from eventfold.errors import ConfigurationError
+from eventfold.storage.migrations import POSTGRES_MIGRATIONS, apply_migrations
+from eventfold.storage.sql import SqlConnection
+from eventfold.storage.sql_store import EVENT_COLUMNS, Row, SqlStorage
+
+# Keys of the advisory locks: one fold step at a time in the whole cluster, and one
+# process migrating the schema.
+_FOLD_LOCK = 0x6576_6E74_666F_6C64  # "evntfold"
+_MIGRATION_LOCK = _FOLD_LOCK + 1
+_COPY_EVENTS = f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
+
+
+def connect(url: str) -> psycopg.Connection[Any]:
+    """An autocommit connection (transactions are opened explicitly) that waits for the
+    WAL flush at every commit and never for a lock more than 5 s."""
+    connection = psycopg.connect(url, autocommit=True, connect_timeout=5)
+    connection.execute("SET synchronous_commit = on")
+    connection.execute("SET lock_timeout = '5s'")
+    return connection
+
+
+class QmarkConnection:
+    """A psycopg connection that takes the shared SQL's ``?`` placeholders."""
+
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self.raw = raw
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
+        return self.raw.execute(sql.replace("?", "%s"), parameters)
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any:
+        cursor = self.raw.cursor()
+        cursor.executemany(sql.replace("?", "%s"), list(parameters))
+        return cursor
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class PostgresSession:
+    """The write connection as the group-commit writer drives it; reconnects when the
+    connection was lost, so the server recovers by itself when the database returns."""
+
+    storage_errors: tuple[type[Exception], ...] = (psycopg.OperationalError,)
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._raw: psycopg.Connection[Any] | None = None
+
+    def connection(self) -> QmarkConnection:
+        assert self._raw is not None
+        return QmarkConnection(self._raw)
+
+    def execute(self, statement: str) -> None:
+        assert self._raw is not None
+        self._raw.execute(statement)
+
+    def begin(self) -> None:
+        if self._raw is None or self._raw.closed or self._raw.broken:
+            self._raw = connect(self._url)
+        self._raw.execute("BEGIN")
+
+    def in_transaction(self) -> bool:
+        raw = self._raw
+        if raw is None or raw.closed or raw.broken:
+            return False
+        return raw.info.transaction_status != TransactionStatus.IDLE
+
+    def close(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+
+
+class PostgresStorage(SqlStorage):
+    _read_errors = (psycopg.OperationalError,)
+
+    def __init__(
+        self,
+        url: str,
+        max_pending_events: int = 200_000,
+        on_commit: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.url = url
+        try:
+            with connect(url) as connection:
+                migrate_postgres(connection)
+        except psycopg.OperationalError as error:
+            raise ConfigurationError(
+                f"cannot reach the PostgreSQL database {_without_password(url)!r} "
+                f"({str(error).strip()}); check the URL and that the server runs"
+            ) from None
+        super().__init__(PostgresSession(url), max_pending_events, on_commit)
+
+    def _connect_reader(self) -> SqlConnection:
+        return QmarkConnection(connect(self.url))
+
+    def _insert_events(self, connection: SqlConnection, rows: list[Row]) -> None:
+        assert isinstance(connection, QmarkConnection)
+        with connection.raw.cursor().copy(_COPY_EVENTS) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def _lock_fold(self, connection: SqlConnection, wait: bool) -> bool:
+        # Held until the transaction ends; a dead process's lock goes with its connection.
+        if wait:
+            connection.execute("SELECT pg_advisory_xact_lock(?)", (_FOLD_LOCK,))
+            return True
+        row = connection.execute("SELECT pg_try_advisory_xact_lock(?)", (_FOLD_LOCK,))
+        return bool(row.fetchone()[0])
+
+
+def migrate_postgres(connection: psycopg.Connection[Any]) -> int:
+    """Brings the schema up to date (one process at a time); returns its version."""
+    connection.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+    try:
+        connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = connection.execute("SELECT max(version) FROM schema_version").fetchone()
+        current = (row[0] if row else None) or 0
+
+        def run_step(version: int, statements: list[str]) -> None:
+            with connection.transaction():
+                for statement in statements:
+                    connection.execute(statement)
+                connection.execute("INSERT INTO schema_version VALUES (%s)", (version,))
+
+        return apply_migrations(POSTGRES_MIGRATIONS, current, run_step)
+    finally:
+        connection.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+
+
+def _without_password(url: str) -> str:
+    head, at, tail = url.rpartition("@")
+    if not at or ":" not in head.split("//", 1)[-1]:
+        return url
+    scheme, _, credentials = head.partition("//")
+    return f"{scheme}//{credentials.split(':', 1)[0]}:***@{tail}"
