@@ -57,11 +57,11 @@ class _Ledger:
 class _Processes:
     """The server and the worker, each restartable."""
 
-    def __init__(self, folder: Path, port: int) -> None:
-        self.folder, self.port = folder, port
+    def __init__(self, database_url: str, port: int) -> None:
+        self.port = port
         self.env = {
             **os.environ,
-            "EVENTFOLD_DATABASE_URL": f"sqlite:///{folder / 'crash.db'}",
+            "EVENTFOLD_DATABASE_URL": database_url,
             "EVENTFOLD_FOLD_IN_SERVER": "false",
         }
         self.server = self._start_server()
@@ -100,14 +100,17 @@ class _Processes:
             process.wait(timeout=20)
 
 
-def run(kills: int, clients: int = 4, seed: int = 1) -> CrashReport:
-    """One crash run in a fresh folder; returns the counts."""
+def run(
+    kills: int, clients: int = 4, seed: int = 1, database_url: str | None = None
+) -> CrashReport:
+    """One crash run (on a fresh SQLite file unless given an empty database); returns
+    the counts."""
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as folder_name:
-        folder = Path(folder_name)
+        database_url = database_url or f"sqlite:///{Path(folder_name) / 'crash.db'}"
         port = free_port()
-        secret = create_key(f"sqlite:///{folder / 'crash.db'}")
-        processes = _Processes(folder, port)
+        secret = create_key(database_url)
+        processes = _Processes(database_url, port)
         url = f"http://127.0.0.1:{port}"
         ledger, stop = _Ledger(), threading.Event()
         threads = [
@@ -204,8 +207,11 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--database", metavar="URL", help="an empty database to use (default: a new SQLite file)"
+    )
     args = parser.parse_args()
-    report = run(args.kills, args.clients, args.seed)
+    report = run(args.kills, args.clients, args.seed, args.database)
     print(json.dumps(asdict(report), indent=2))
     sys.exit(0 if report.lost == report.duplicated == report.half_stored_batches == 0 else 1)
 

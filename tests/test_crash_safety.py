@@ -7,8 +7,10 @@ from bench.crash import run
 
 
 @pytest.mark.slow
-def test_no_accepted_event_is_lost_duplicated_or_half_stored_across_kills() -> None:
-    report = run(kills=3)
+def test_no_accepted_event_is_lost_duplicated_or_half_stored_across_kills(
+    database_url: str,
+) -> None:
+    report = run(kills=3, database_url=database_url)
     print(report)
     assert report.kills == 3
     assert report.requests_202 > 0

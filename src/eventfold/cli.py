@@ -72,6 +72,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(run=_worker)
 
+    migrate = commands.add_parser(
+        "migrate",
+        parents=[database],
+        help="bring the schema up to date, or copy a database into a new one (--from)",
+    )
+    migrate.add_argument(
+        "--from",
+        dest="source",
+        metavar="URL",
+        help="copy everything from this database into --database (empty)",
+    )
+    migrate.set_defaults(run=_migrate)
+
     importing = commands.add_parser(
         "import", help="send events from an NDJSON, JSON or CSV file (see docs/client.md)"
     )
@@ -162,6 +175,21 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
             signal.signal(signum, lambda *_: worker.stop())
         print(f"eventfold worker: folding events in {settings.database_url}", flush=True)
         worker.run()
+    return 0
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    if args.source is None:
+        with closing(open_storage(settings.replace(fold_in_server=False))):
+            pass  # opening migrates
+        print(f"the schema of {settings.database_url} is up to date")
+        return 0
+    from eventfold.storage.copy import copy_database
+
+    copied = copy_database(args.source, settings.database_url)
+    print(f"copied {args.source} into {settings.database_url}:")
+    for table, rows in copied.items():
+        print(f"  {table}: {rows} rows")
     return 0
 
 

@@ -7,14 +7,19 @@ from starlette.responses import Response
 
 from eventfold.bootstrap import Services
 from eventfold.clock import now_ms
+from eventfold.errors import RetryLater
 from eventfold.http.openapi import Health, Lag, Readiness
 from eventfold.http.responses import json_response
 from eventfold.observability import metrics
 
 
 async def healthz(request: Request) -> Response:
+    """200 while the process runs; the lag is null when the database cannot tell it."""
     services: Services = request.app.state.services
-    lag = services.profiles.lag()
+    try:
+        lag = services.profiles.lag()
+    except RetryLater:
+        return json_response(Health("ok", None))
     return json_response(Health("ok", Lag(lag.events, round(lag.seconds, 3))))
 
 

@@ -33,7 +33,7 @@ class Lag(msgspec.Struct):
 
 class Health(msgspec.Struct):
     status: str
-    lag: Lag
+    lag: Lag | None
 
 
 class Readiness(msgspec.Struct):
