@@ -18,12 +18,9 @@ from typing import Any
 
 from bench.batches import batch_body
 from bench.ceilings import http_ceiling, storage_ceiling
-from bench.runner import FULL, QUICK, run_sqlite
+from bench.runner import FULL, QUICK, run_postgres, run_sqlite
 
-SKIPPED = {
-    "postgres": "skipped: the PostgreSQL backend does not exist yet",
-    "nats": "skipped: the NATS JetStream log does not exist yet",
-}
+SKIPPED = {"nats": "skipped: the NATS JetStream log does not exist yet"}
 
 
 def main() -> None:
@@ -31,6 +28,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a tiny load, for CI")
     parser.add_argument("--output", type=Path, default=Path("bench/results/latest.json"))
     parser.add_argument("--chart", type=Path, help="write a PNG of throughput against p99")
+    parser.add_argument(
+        "--postgres",
+        default="postgresql://postgres@127.0.0.1:5432",
+        help="PostgreSQL server for the PostgreSQL mode (a database is made)",
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
 
@@ -40,6 +42,7 @@ def main() -> None:
         "plan": plan.__dict__,
     }
     results["sqlite"] = run_sqlite(plan)
+    results["postgres"] = run_postgres(plan, args.postgres)
     with tempfile.TemporaryDirectory() as folder:
         body_file = Path(folder) / "batch-100.json"
         body_file.write_bytes(batch_body(100))
@@ -90,14 +93,31 @@ def _machine() -> dict[str, Any]:
 
 
 def _table(results: dict[str, Any]) -> str:
-    sqlite = results["sqlite"]
+    lines = _mode_table("SQLite", results["sqlite"], results["plan"]["connections"])
+    if "skipped" in results["postgres"]:
+        lines.append(f"\nPostgreSQL: {results['postgres']['skipped']}")
+    else:
+        lines += _mode_table("PostgreSQL", results["postgres"], results["plan"]["connections"])
+    ceilings = results["ceilings"]
+    lines += [
+        "",
+        f"ceiling (a) HTTP 202 without work: {ceilings['http_202_no_work_events_per_second']}"
+        " events/s (as 100-event batches)",
+        "ceiling (b) validate + store in-process (SQLite): "
+        f"{ceilings['in_process_validate_and_store_events_per_second']} events/s",
+        f"eventfold (SQLite) / lower ceiling: {ceilings['ratio_to_lower_ceiling']}",
+    ]
+    return "\n".join(lines)
+
+
+def _mode_table(name: str, mode: dict[str, Any], connections: int) -> list[str]:
     lines = [
         "",
-        f"SQLite, by batch size (connections: {results['plan']['connections']})",
+        f"{name}, by batch size (connections: {connections})",
         f"{'batch':>6} {'req/s':>9} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'max ms':>8} {'failed':>7}",
     ]
-    for row in sqlite["by_batch_size"]:
+    for row in mode["by_batch_size"]:
         lines.append(
             f"{row['batch_size']:>6} {row['requests_per_second']:>9.1f} "
             f"{row['events_per_second']:>10} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} "
@@ -105,28 +125,19 @@ def _table(results: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "SQLite, 100-event batches by concurrency",
+        f"{name}, 100-event batches by concurrency",
         f"{'conns':>6} {'events/s':>10} {'p99 ms':>8} {'fresh p50 s':>12} "
         f"{'fresh p99 s':>12} {'catch-up s':>11}",
     ]
-    for row in sqlite["sweep_100"]:
+    for row in mode["sweep_100"]:
         fresh = row["freshness"]
         lines.append(
             f"{row['connections']:>6} {row['events_per_second']:>10} "
             f"{row['p99_ms']:>8.1f} {fresh.get('p50', float('nan')):>12.3f} "
             f"{fresh.get('p99', float('nan')):>12.3f} {row['fold_catch_up_seconds']:>11}"
         )
-    ceilings = results["ceilings"]
-    lines += [
-        "",
-        f"server peak RSS: {sqlite['server_peak_rss_mb']} MB",
-        f"ceiling (a) HTTP 202 without work: {ceilings['http_202_no_work_events_per_second']}"
-        " events/s (as 100-event batches)",
-        "ceiling (b) validate + store in-process: "
-        f"{ceilings['in_process_validate_and_store_events_per_second']} events/s",
-        f"eventfold / lower ceiling: {ceilings['ratio_to_lower_ceiling']}",
-    ]
-    return "\n".join(lines)
+    lines.append(f"{name} server peak RSS: {mode['server_peak_rss_mb']} MB")
+    return lines
 
 
 if __name__ == "__main__":

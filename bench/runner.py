@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,8 @@ FULL = Plan(seconds=10, batch_sizes=(1, 10, 100, 1000), connections=32, sweep=(1
 QUICK = Plan(seconds=1, batch_sizes=(1, 100), connections=2, sweep=(2,))
 
 
-def run_mode(plan: Plan, folder: Path) -> dict[str, Any]:
-    database_url = f"sqlite:///{folder / 'bench.db'}"
+def run_mode(plan: Plan, database_url: str, folder: Path) -> dict[str, Any]:
+    """The whole plan against a fresh server on ``database_url`` (an empty database)."""
     secret = create_key(database_url)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -78,4 +79,22 @@ def _row(result: LoadResult, size: int, catch_up: float) -> dict[str, Any]:
 
 def run_sqlite(plan: Plan) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
-        return run_mode(plan, Path(folder))
+        return run_mode(plan, f"sqlite:///{Path(folder) / 'bench.db'}", Path(folder))
+
+
+def run_postgres(plan: Plan, server: str) -> dict[str, Any]:
+    """The plan on a new database on the PostgreSQL server at ``server`` (dropped after);
+    ``{"skipped": ...}`` when the server cannot be reached."""
+    import psycopg
+
+    name = f"eventfold_bench_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(f"{server}/postgres", autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as error:
+        return {"skipped": f"PostgreSQL at {server} is not reachable: {str(error).strip()}"}
+    with admin, tempfile.TemporaryDirectory() as folder:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            return run_mode(plan, f"{server}/{name}", Path(folder))
+        finally:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

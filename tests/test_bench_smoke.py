@@ -26,6 +26,7 @@ def test_benchmark_quick_run_writes_figures(tmp_path: Path) -> None:
     assert all(row["events_per_second"] > 0 and row["failed"] == 0 for row in rows)
     assert figures["sqlite"]["server_peak_rss_mb"] > 0
     assert figures["ceilings"]["ratio_to_lower_ceiling"] > 0
-    assert "skipped" in figures["postgres"]
+    assert figures["postgres"]["sweep_100"][0]["events_per_second"] > 0  # CI has PostgreSQL
+    assert "skipped" in figures["nats"]
     assert chart.read_bytes().startswith(b"\x89PNG")
-    assert "eventfold / lower ceiling" in result.stdout
+    assert "eventfold (SQLite) / lower ceiling" in result.stdout
