@@ -11,8 +11,8 @@ from typing import Any, Literal
 import httpx2
 
 from eventfold.client.core import (
-    RETRY_STATUSES,
     ClientError,
+    ClientOptions,
     ErrorCallback,
     Event,
     QueueFull,
@@ -20,17 +20,16 @@ from eventfold.client.core import (
     build_event,
     encode_batch,
     encoded_size,
-    error_message,
     headers,
+    judge,
     log_error,
     new_idempotency_key,
-    retry_after,
 )
 
 _STOP = object()
 
 
-class AsyncClient:
+class AsyncClient(ClientOptions):
     """Like ``Client``, for asyncio code. Use ``async with`` or call ``aclose()`` to send
     what is left (an event loop cannot be relied on at interpreter exit)."""
 
@@ -48,13 +47,15 @@ class AsyncClient:
         retry: RetryPolicy | None = None,
         timeout: float = 10.0,
     ) -> None:
-        self._secret_key = secret_key
-        self._batch_size = batch_size
-        self._flush_interval = flush_interval
-        self._max_batch_bytes = max_batch_bytes
-        self._on_full = on_full
-        self._on_error = on_error
-        self._retry = retry or RetryPolicy()
+        super().__init__(
+            secret_key,
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+            max_batch_bytes=max_batch_bytes,
+            on_full=on_full,
+            on_error=on_error,
+            retry=retry,
+        )
         self._http = httpx2.AsyncClient(base_url=url.rstrip("/"), timeout=timeout)
         self._queue: asyncio.Queue[Any] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
@@ -154,7 +155,7 @@ class AsyncClient:
                 deadline = loop.time() + self._flush_interval
             batch.append(item)
             size += encoded_size(item)
-            if len(batch) >= self._batch_size or size >= self._max_batch_bytes:
+            if self._batch_is_full(len(batch), size):
                 await self._send(batch)
                 batch, size = [], 0
 
@@ -173,19 +174,15 @@ class AsyncClient:
             except httpx2.TransportError as error:
                 failure = error
             else:
-                if response.status_code < 300:
+                again, refusal, wait = judge(
+                    response.status_code, response.headers.get("retry-after"), response.content
+                )
+                if refusal is None:
                     return True
-                failure = ClientError(response.status_code, error_message(response.content))
-                if response.status_code not in RETRY_STATUSES:
+                failure = refusal
+                if not again:
                     break
-                wait = retry_after(response.headers.get("retry-after"))
             if attempt < self._retry.max_retries:
                 await asyncio.sleep(self._retry.delay(attempt, wait))
         self._report(events, failure)
         return False
-
-    def _report(self, events: Sequence[Event], error: Exception) -> None:
-        try:
-            self._on_error(events, error)
-        except Exception:
-            log_error(events, error)

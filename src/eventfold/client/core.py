@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -152,3 +152,48 @@ def error_message(body: bytes) -> str:
 def log_error(events: Sequence[Event], error: Exception) -> None:
     """The default ``on_error``: a warning with how many events were not delivered."""
     logger.warning("eventfold: %d event(s) not delivered: %s", len(events), error)
+
+
+class ClientOptions:
+    """What both clients are configured with, and how they report failures."""
+
+    def __init__(
+        self,
+        secret_key: str,
+        *,
+        batch_size: int = 100,
+        flush_interval: float = 0.5,
+        max_batch_bytes: int = 4 * 1024 * 1024,
+        on_full: Literal["block", "drop"] = "block",
+        on_error: ErrorCallback = log_error,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._secret_key = secret_key
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._max_batch_bytes = max_batch_bytes
+        self._on_full = on_full
+        self._on_error = on_error
+        self._retry = retry or RetryPolicy()
+
+    def _batch_is_full(self, events: int, size: int) -> bool:
+        return events >= self._batch_size or size >= self._max_batch_bytes
+
+    def _report(self, events: Sequence[Event], error: Exception) -> None:
+        try:
+            self._on_error(events, error)
+        except Exception:
+            log_error(events, error)
+
+
+def judge(
+    status: int, retry_after_header: str | None, body: bytes
+) -> tuple[bool, Exception | None, float | None]:
+    """What an answer means for a batch: (retry it?, the failure if any, seconds to wait
+    at least)."""
+    if status < 300:
+        return False, None, None
+    failure = ClientError(status, error_message(body))
+    if status in RETRY_STATUSES:
+        return True, failure, retry_after(retry_after_header)
+    return False, failure, None

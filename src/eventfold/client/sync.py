@@ -13,8 +13,8 @@ from typing import Any, Literal
 import httpx2
 
 from eventfold.client.core import (
-    RETRY_STATUSES,
     ClientError,
+    ClientOptions,
     ErrorCallback,
     Event,
     QueueFull,
@@ -22,11 +22,10 @@ from eventfold.client.core import (
     build_event,
     encode_batch,
     encoded_size,
-    error_message,
     headers,
+    judge,
     log_error,
     new_idempotency_key,
-    retry_after,
 )
 
 _STOP = object()
@@ -37,7 +36,7 @@ class _Flush:
         self.done = threading.Event()
 
 
-class Client:
+class Client(ClientOptions):
     """Sends events to eventfold in batches, from a background thread.
 
     A batch goes out at ``batch_size`` events, ``flush_interval`` seconds after its first
@@ -62,13 +61,15 @@ class Client:
         retry: RetryPolicy | None = None,
         timeout: float = 10.0,
     ) -> None:
-        self._secret_key = secret_key
-        self._batch_size = batch_size
-        self._flush_interval = flush_interval
-        self._max_batch_bytes = max_batch_bytes
-        self._on_full = on_full
-        self._on_error = on_error
-        self._retry = retry or RetryPolicy()
+        super().__init__(
+            secret_key,
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+            max_batch_bytes=max_batch_bytes,
+            on_full=on_full,
+            on_error=on_error,
+            retry=retry,
+        )
         self._http = httpx2.Client(base_url=url.rstrip("/"), timeout=timeout)
         self._queue: queue.Queue[Any] = queue.Queue(max_queue)
         self._closed = False
@@ -162,7 +163,7 @@ class Client:
                 deadline = time.monotonic() + self._flush_interval
             batch.append(item)
             size += encoded_size(item)
-            if len(batch) >= self._batch_size or size >= self._max_batch_bytes:
+            if self._batch_is_full(len(batch), size):
                 self._send(batch)
                 batch, size = [], 0
 
@@ -181,19 +182,15 @@ class Client:
             except httpx2.TransportError as error:
                 failure = error
             else:
-                if response.status_code < 300:
+                again, refusal, wait = judge(
+                    response.status_code, response.headers.get("retry-after"), response.content
+                )
+                if refusal is None:
                     return True
-                failure = ClientError(response.status_code, error_message(response.content))
-                if response.status_code not in RETRY_STATUSES:
+                failure = refusal
+                if not again:
                     break
-                wait = retry_after(response.headers.get("retry-after"))
             if attempt < self._retry.max_retries:
                 time.sleep(self._retry.delay(attempt, wait))
         self._report(events, failure)
         return False
-
-    def _report(self, events: Sequence[Event], error: Exception) -> None:
-        try:
-            self._on_error(events, error)
-        except Exception:
-            log_error(events, error)

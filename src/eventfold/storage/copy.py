@@ -39,6 +39,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "identities": ("account_id", "kind", "value", "profile_id"),
     "fold_state": ("name", "value"),
     "idempotency_keys": ("account_id", "key", "body_hash", "created_at"),
+    "unfolded": ("seq",),
 }
 CHUNK = 5_000
 
@@ -57,6 +58,8 @@ def copy_database(source_url: str, target_url: str) -> dict[str, int]:
         target.execute("BEGIN")
         try:
             for table, columns in TABLES.items():
+                if table == "unfolded":  # the trigger queued every copied event
+                    target.execute("DELETE FROM unfolded")
                 copied[table] = _copy_table(source, target, table, columns)
             if parse_database_url(target_url).scheme == "postgresql":
                 for table, column in (("accounts", "id"), ("events", "seq")):

@@ -12,7 +12,11 @@ from collections.abc import Callable
 
 from eventfold.errors import ConfigurationError
 
-SQLITE_MIGRATIONS: tuple[str, ...] = (
+# A step is a script of ";"-separated statements, or a tuple of statements (for bodies
+# that hold semicolons themselves: triggers, functions).
+Step = str | tuple[str, ...]
+
+SQLITE_MIGRATIONS: tuple[Step, ...] = (
     # 1: keys, accounts and the event log.
     """
     CREATE TABLE accounts (
@@ -76,10 +80,17 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     ALTER TABLE api_keys ADD COLUMN rate_limit REAL
     """,
+    # 4: the queue of unfolded events, so the fold never scans the events table for them.
+    (
+        "CREATE TABLE unfolded (seq INTEGER PRIMARY KEY)",
+        "INSERT INTO unfolded (seq) SELECT seq FROM events WHERE profile_id IS NULL",
+        """CREATE TRIGGER events_to_fold AFTER INSERT ON events
+           BEGIN INSERT INTO unfolded (seq) VALUES (NEW.seq); END""",
+    ),
 )
 
 
-POSTGRES_MIGRATIONS: tuple[str, ...] = (
+POSTGRES_MIGRATIONS: tuple[Step, ...] = (
     # 1: the whole schema of SQLite's versions 1 to 3.
     """
     CREATE TABLE accounts (
@@ -136,11 +147,27 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (account_id, key)
     )
     """,
+    # 2: the queue of unfolded events. Marking them in the events table left a dead index
+    # entry per folded event until vacuum, and the fold's scan slowed as they piled up
+    # (measured: an empty fold step went from 3.5 ms to 32 ms over 200k events).
+    (
+        "CREATE TABLE unfolded (seq BIGINT PRIMARY KEY)",
+        "INSERT INTO unfolded (seq) SELECT seq FROM events WHERE profile_id IS NULL",
+        """CREATE FUNCTION enqueue_unfolded() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+               INSERT INTO unfolded (seq) SELECT seq FROM new_events;
+               RETURN NULL;
+           END $$""",
+        # Once per statement, so a COPY of many rows stays one insert here.
+        """CREATE TRIGGER events_to_fold AFTER INSERT ON events
+           REFERENCING NEW TABLE AS new_events
+           FOR EACH STATEMENT EXECUTE FUNCTION enqueue_unfolded()""",
+    ),
 )
 
 
 def apply_migrations(
-    steps: tuple[str, ...],
+    steps: tuple[Step, ...],
     current: int,
     run_step: Callable[[int, list[str]], None],
 ) -> int:
@@ -153,7 +180,10 @@ def apply_migrations(
             f"({known}); upgrade eventfold before using this database"
         )
     for version in range(current + 1, known + 1):
-        statements = [part for part in steps[version - 1].split(";") if part.strip()]
+        step = steps[version - 1]
+        statements = (
+            list(step) if isinstance(step, tuple) else [p for p in step.split(";") if p.strip()]
+        )
         run_step(version, statements)
     return known
 

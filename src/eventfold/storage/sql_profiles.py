@@ -5,7 +5,9 @@ Each function runs on a connection the caller owns; the write ones run inside th
 group-commit writer's transaction, so the profile changes and the events' profile ids
 commit together or not at all. An event is unfolded while its ``profile_id`` is NULL:
 no "folded up to" position, since PostgreSQL's sequence numbers are not committed in
-order and a position could pass an event that commits late.
+order and a position could pass an event that commits late. The unfolded ones are also
+listed in the small ``unfolded`` table (filled by a trigger, emptied by the fold), so
+that finding them never scans the events table.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ _IN_LIST_SIZE = 500
 def fold_pending(connection: SqlConnection, max_events: int, now_ms: int) -> int:
     """Folds the next unfolded events in acceptance order; returns how many."""
     rows = connection.execute(
-        "SELECT seq, account_id, occurred_at, body FROM events WHERE profile_id IS NULL"
-        " ORDER BY seq LIMIT ?",
+        "SELECT e.seq, e.account_id, e.occurred_at, e.body FROM unfolded u"
+        " JOIN events e ON e.seq = u.seq ORDER BY u.seq LIMIT ?",
         (max_events,),
     ).fetchall()
     if not rows:
@@ -56,6 +58,7 @@ def fold_pending(connection: SqlConnection, max_events: int, now_ms: int) -> int
         "UPDATE events SET profile_id = ? WHERE seq = ?",
         [(book.final_id(profile_id), seq) for profile_id, seq in assignments],
     )
+    connection.executemany("DELETE FROM unfolded WHERE seq = ?", [(row[0],) for row in rows])
     _set_state(connection, _LAST_PROFILE_ID, last_id)
     return len(rows)
 
@@ -140,10 +143,10 @@ def event_profiles(
 
 
 def fold_lag(connection: SqlConnection, now_ms: int) -> FoldLag:
-    """Counts the unfolded events (an index range: as long as the backlog)."""
-    behind = connection.execute("SELECT count(*) FROM events WHERE profile_id IS NULL").fetchone()
+    """Counts the queue of unfolded events (as long as the backlog, no longer)."""
+    behind = connection.execute("SELECT count(*) FROM unfolded").fetchone()
     oldest = connection.execute(
-        "SELECT received_at FROM events WHERE profile_id IS NULL ORDER BY seq LIMIT 1"
+        "SELECT e.received_at FROM events e WHERE e.seq = (SELECT min(seq) FROM unfolded)"
     ).fetchone()
     waited = max(0.0, (now_ms - oldest[0]) / 1000) if oldest else 0.0
     return FoldLag(events=int(behind[0]), seconds=waited)
