@@ -36,3 +36,27 @@ def fresh_database(backend: str, folder: Path) -> Iterator[str]:
             yield f"{POSTGRES_SERVER}/{name}"
         finally:
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def holding_write_lock(database_url: str) -> Iterator[None]:
+    """Another connection holds the lock that storing events needs, until the block ends:
+    SQLite's write lock, or PostgreSQL's lock on the events table."""
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        connection = sqlite3.connect(
+            database_url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False
+        )
+        connection.execute("BEGIN EXCLUSIVE")
+    else:
+        import psycopg
+
+        connection = psycopg.connect(database_url, autocommit=True)  # type: ignore[assignment]
+        connection.execute("BEGIN")
+        connection.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+    try:
+        yield
+    finally:
+        connection.execute("ROLLBACK")
+        connection.close()

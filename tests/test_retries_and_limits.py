@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,14 +21,15 @@ from eventfold.settings import Settings
 from eventfold.storage import open_storage
 from eventfold.storage.base import Storage
 from tests.conftest import auth, seed_batch, stored
+from tests.databases import holding_write_lock
 
 Server = tuple[TestClient, Storage, Settings]
 
 
 @pytest.fixture
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+def server(request: pytest.FixtureRequest, database_url: str) -> Iterator[Server]:
     overrides: dict[str, Any] = getattr(request, "param", {})
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'r.db'}", **overrides)
+    settings = Settings(database_url=database_url, **overrides)
     storage = open_storage(settings)
     with TestClient(create_app(build_services(settings, storage))) as client:
         yield client, storage, settings
@@ -79,24 +78,20 @@ def test_idempotency_keys_are_per_account(server: Server) -> None:
         assert len(stored(storage, account_of(storage, secret))) == 2
 
 
-def test_a_repeat_while_the_first_is_still_in_flight_is_stored_once(
-    server: Server, tmp_path: Path
-) -> None:
-    client, storage, _ = server
+def test_a_repeat_while_the_first_is_still_in_flight_is_stored_once(server: Server) -> None:
+    client, storage, settings = server
     secret = storage.create_key("acme", now_ms())[1]
-    blocker = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")  # both requests now wait inside the writer
     answers: list[int] = []
 
     def send() -> None:
         answers.append(post(client, secret, seed_batch(), **{"Idempotency-Key": "x"}).status_code)
 
     threads = [threading.Thread(target=send) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.3)
-    assert answers == []  # both are in flight
-    blocker.execute("ROLLBACK")
+    with holding_write_lock(settings.database_url):  # both requests wait inside the writer
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)
+        assert answers == []  # both are in flight
     for thread in threads:
         thread.join()
     assert answers == [202, 202]
@@ -184,23 +179,21 @@ def test_ingest_answers_503_while_the_fold_is_too_far_behind(server: Server) -> 
 
 
 @pytest.mark.parametrize("server", [{"max_pending_events": 10}], indirect=True)
-def test_ingest_answers_503_when_the_writer_queue_is_full(server: Server, tmp_path: Path) -> None:
-    client, storage, _ = server
+def test_ingest_answers_503_when_the_writer_queue_is_full(server: Server) -> None:
+    client, storage, settings = server
     secret = storage.create_key("acme", now_ms())[1]
-    blocker = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
     first: list[int] = []
     queued = threading.Thread(
         target=lambda: first.append(
             post(client, secret, {"events": [{"action": "a", "email": "a@b.co"}] * 8}).status_code
         )
     )
-    queued.start()
-    time.sleep(0.3)
-    response = post(client, secret, {"events": [{"action": "b", "email": "a@b.co"}] * 5})
-    assert response.status_code == 503
-    assert "queued" in response.json()["message"]
-    blocker.execute("ROLLBACK")
+    with holding_write_lock(settings.database_url):
+        queued.start()
+        time.sleep(0.3)
+        response = post(client, secret, {"events": [{"action": "b", "email": "a@b.co"}] * 5})
+        assert response.status_code == 503
+        assert "queued" in response.json()["message"]
     queued.join()
     assert first == [202]
     assert [e["action"] for e in stored(storage, account_of(storage, secret))] == ["a"] * 8
