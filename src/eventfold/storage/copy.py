@@ -10,6 +10,7 @@ from eventfold.errors import ConfigurationError
 from eventfold.settings import Settings, parse_database_url
 from eventfold.storage import open_storage
 from eventfold.storage.sql import SqlConnection
+from eventfold.storage.sql_store import EVENT_COLUMNS
 
 # In an order that satisfies the foreign keys; every column of every table.
 TABLES: dict[str, tuple[str, ...]] = {
@@ -23,18 +24,7 @@ TABLES: dict[str, tuple[str, ...]] = {
         "revoked_at",
         "rate_limit",
     ),
-    "events": (
-        "seq",
-        "account_id",
-        "received_at",
-        "occurred_at",
-        "action",
-        "email",
-        "phone",
-        "profile_ref",
-        "body",
-        "profile_id",
-    ),
+    "events": ("seq", *EVENT_COLUMNS, "profile_id"),
     "profiles": ("id", "account_id", "state", "updated_at"),
     "identities": ("account_id", "kind", "value", "profile_id"),
     "fold_state": ("name", "value"),
