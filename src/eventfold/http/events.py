@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -56,4 +57,5 @@ async def get_events(request: Request) -> Response:
         person=person,
         limit=query.get("limit"),
     )
-    return json_response(services.profiles.list_events(principal, listing))
+    page = await run_in_threadpool(services.profiles.list_events, principal, listing)
+    return json_response(page)

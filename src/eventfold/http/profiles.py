@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -19,7 +20,11 @@ def person_in_query(request: Request) -> tuple[str, str]:
 async def get_profile(request: Request) -> Response:
     services: Services = request.app.state.services
     principal = authenticate(request)
-    return json_response(services.profiles.get_profile(principal, person_in_query(request)))
+    # Reads run on the thread pool: a database server's round trip must not stall the loop.
+    profile = await run_in_threadpool(
+        services.profiles.get_profile, principal, person_in_query(request)
+    )
+    return json_response(profile)
 
 
 async def delete_profile(request: Request) -> Response:
