@@ -13,6 +13,7 @@ that finding them never scans the events table.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import msgspec
 
@@ -129,17 +130,13 @@ def list_events(connection: SqlConnection, query: EventQuery) -> list[StoredEven
 def event_profiles(
     connection: SqlConnection, account_id: int, seqs: Sequence[int]
 ) -> dict[int, int | None]:
-    found: dict[int, int | None] = {}
-    ordered = sorted(seqs)
-    for start in range(0, len(ordered), _IN_LIST_SIZE):
-        chunk = ordered[start : start + _IN_LIST_SIZE]
-        rows = connection.execute(
-            f"SELECT seq, profile_id FROM events WHERE account_id = ?"
-            f" AND seq IN ({', '.join('?' * len(chunk))})",
-            (account_id, *chunk),
-        )
-        found.update(dict(rows.fetchall()))
-    return found
+    rows = _select_in(
+        connection,
+        "SELECT seq, profile_id FROM events WHERE account_id = ? AND seq IN ({})",
+        (account_id,),
+        sorted(seqs),
+    )
+    return dict(rows)
 
 
 def fold_lag(connection: SqlConnection, now_ms: int) -> FoldLag:
@@ -160,32 +157,40 @@ def _load_identities(
         by_group.setdefault((account, kind), []).append(value)
     found: dict[IdentityKey, int] = {}
     for (account, kind), values in by_group.items():
-        for start in range(0, len(values), _IN_LIST_SIZE):
-            chunk = values[start : start + _IN_LIST_SIZE]
-            rows = connection.execute(
-                "SELECT value, profile_id FROM identities WHERE account_id = ? AND kind = ?"
-                f" AND value IN ({', '.join('?' * len(chunk))})",
-                (account, kind, *chunk),
-            )
-            for value, profile_id in rows:
-                found[(account, kind, value)] = profile_id
+        rows = _select_in(
+            connection,
+            "SELECT value, profile_id FROM identities WHERE account_id = ? AND kind = ?"
+            " AND value IN ({})",
+            (account, kind),
+            values,
+        )
+        found.update({(account, kind, value): profile_id for value, profile_id in rows})
     return found
 
 
 def _load_states(
     connection: SqlConnection, profile_ids: set[int]
 ) -> dict[int, tuple[int, ProfileState]]:
-    states: dict[int, tuple[int, ProfileState]] = {}
-    ids = sorted(profile_ids)
-    for start in range(0, len(ids), _IN_LIST_SIZE):
-        chunk = ids[start : start + _IN_LIST_SIZE]
-        placeholders = ", ".join("?" * len(chunk))
-        rows = connection.execute(
-            f"SELECT id, account_id, state FROM profiles WHERE id IN ({placeholders})", chunk
-        )
-        for profile_id, account, state in rows:
-            states[profile_id] = (account, _state_decoder.decode(state))
-    return states
+    rows = _select_in(
+        connection,
+        "SELECT id, account_id, state FROM profiles WHERE id IN ({})",
+        (),
+        sorted(profile_ids),
+    )
+    return {pid: (account, _state_decoder.decode(state)) for pid, account, state in rows}
+
+
+def _select_in(
+    connection: SqlConnection, sql: str, fixed: tuple[Any, ...], values: Sequence[Any]
+) -> list[Any]:
+    """The rows of ``sql`` (whose ``{}`` becomes the IN list) over all ``values``, in
+    chunks, since both databases bound the number of parameters of a statement."""
+    rows: list[Any] = []
+    for start in range(0, len(values), _IN_LIST_SIZE):
+        chunk = values[start : start + _IN_LIST_SIZE]
+        query = sql.format(", ".join("?" * len(chunk)))
+        rows += connection.execute(query, (*fixed, *chunk)).fetchall()
+    return rows
 
 
 def _save(connection: SqlConnection, book: ProfileBook, now_ms: int) -> None:
