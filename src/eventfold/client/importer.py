@@ -17,13 +17,14 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from eventfold.client.core import Event, InvalidEvent, check_events
-from eventfold.client.sync import Client
+
+if TYPE_CHECKING:
+    from eventfold.client.sync import Client
 
 FORMATS = ("auto", "ndjson", "json", "csv")
 LIST_SEPARATOR = ";"
@@ -107,6 +108,14 @@ def run_import(
     progress: bool = True,
 ) -> ImportReport:
     """Sends the file's valid records; writes each invalid one to ``rejects``."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     file_format = detect_format(path) if file_format == "auto" else file_format
     report = ImportReport()
     started = time.monotonic()
