@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from importlib import resources
 
 import msgspec
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 
@@ -47,12 +48,14 @@ async def debugger_stream(request: Request) -> Response:
 async def _feed(request: Request, principal: Principal) -> AsyncIterator[bytes]:
     services: Services = request.app.state.services
     feed = services.debug_feed
-    cursor = feed.start(principal)
+    cursor = await run_in_threadpool(feed.start, principal)
     yield b"event: ready\ndata: {}\n\n"
     quiet = 0.0
     while not await request.is_disconnected():
         sent = False
-        for kind, data in feed.poll(principal, cursor):
+        # Database reads, off the event loop like the API's other reads.
+        happened = await run_in_threadpool(lambda: list(feed.poll(principal, cursor)))
+        for kind, data in happened:
             yield b"event: " + kind.encode() + b"\ndata: " + _encoder.encode(data) + b"\n\n"
             sent = True
         quiet = 0.0 if sent else quiet + POLL_SECONDS
