@@ -20,11 +20,16 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx2
 
-from bench.processes import create_key, free_port, wait_for_fold, wait_until_listening
+from bench.processes import (
+    create_key,
+    free_port,
+    read_all_events,
+    wait_for_fold,
+    wait_until_listening,
+)
 
 PEOPLE = 40
 
@@ -170,17 +175,9 @@ def _check(url: str, secret: str, ledger: _Ledger, report: CrashReport) -> None:
     headers = {"Authorization": f"Bearer {secret}"}
     with httpx2.Client(base_url=url, headers=headers, timeout=30) as client:
         wait_for_fold(url)
-        stored: Counter[str] = Counter()
-        folded = 0
-        params: dict[str, Any] = {"limit": 1000}
-        while True:
-            page = client.get("/api/v0/events", params=params).json()
-            for event in page["events"]:
-                stored[event["n"]] += 1
-                folded += event["foldedIntoProfile"] is not None
-            if page["nextCursor"] is None:
-                break
-            params["cursor"] = page["nextCursor"]
+        events = read_all_events(url, secret)
+        stored = Counter(event["n"] for event in events)
+        folded = sum(event["foldedIntoProfile"] is not None for event in events)
         for person in range(PEOPLE):
             answer = client.get("/api/v0/profiles", params={"email": f"p{person}@crash.example"})
             if answer.status_code == 200:

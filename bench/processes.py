@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx2
 
@@ -30,23 +31,22 @@ def wait_until_listening(port: int, timeout: float = 20) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
-def create_key(database_url: str) -> str:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "eventfold",
-            "keys",
-            "create",
-            "--account",
-            "bench",
-            "--database",
-            database_url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+def create_key(database_url: str, account: str = "bench", rate_limit: float | None = None) -> str:
+    """A new secret key, made with the command line as an operator would."""
+    limit = ["--rate-limit", str(rate_limit)] if rate_limit is not None else []
+    command = [
+        sys.executable,
+        "-m",
+        "eventfold",
+        "keys",
+        "create",
+        "--account",
+        account,
+        *limit,
+        "--database",
+        database_url,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
     return result.stdout.strip().splitlines()[-1]
 
 
@@ -77,3 +77,18 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def read_all_events(url: str, secret: str) -> list[dict[str, Any]]:
+    """Every event of the key's account, read back through the paged API."""
+    events: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 1000}
+    with httpx2.Client(
+        base_url=url, headers={"Authorization": f"Bearer {secret}"}, timeout=30
+    ) as http:
+        while True:
+            page = http.get("/api/v0/events", params=params).json()
+            events += page["events"]
+            if page["nextCursor"] is None:
+                return events
+            params["cursor"] = page["nextCursor"]

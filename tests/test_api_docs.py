@@ -6,22 +6,14 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from pathlib import Path
 
-import httpx2
+from bench.processes import wait_for_fold
 
-from tests.servers import Served, served
+from tests.servers import served
 
 DOCS = Path(__file__).parent.parent / "docs" / "api.md"
 BLOCK = re.compile(r"```sh\n(.*?)```", re.DOTALL)
-
-
-def wait_for_fold(server: Served) -> None:
-    deadline = time.monotonic() + 10
-    while httpx2.get(f"{server.url}/healthz").json()["lag"]["events"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
 
 
 def test_every_curl_example_answers_as_documented(tmp_path: Path) -> None:
@@ -41,7 +33,7 @@ def test_every_curl_example_answers_as_documented(tmp_path: Path) -> None:
             command = block.replace("efsk_...", server.secret).replace(
                 "http://127.0.0.1:8000", server.url
             )
-            wait_for_fold(server)
+            wait_for_fold(server.url)
             result = subprocess.run(
                 ["bash", "-c", command],
                 cwd=tmp_path,

@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx2
 import pytest
+from bench.processes import create_key, read_all_events
 
 from eventfold.client import AsyncClient, Client, ClientError, InvalidEvent, QueueFull
 from eventfold.client.core import RetryPolicy
-from tests.conftest import auth
 from tests.servers import Served, served
 
 FAST_RETRY = RetryPolicy(max_retries=30, base_seconds=0.05, cap_seconds=0.5)
@@ -33,15 +33,7 @@ def server(tmp_path: Path) -> Iterator[Served]:
 
 def stored_markers(server: Served, secret: str | None = None) -> Counter[str]:
     """How often each event's ``n`` field is stored, read through the API."""
-    seen: Counter[str] = Counter()
-    params: dict[str, Any] = {"limit": 1000}
-    with httpx2.Client(base_url=server.url, headers=auth(secret or server.secret)) as http:
-        while True:
-            page = http.get("/api/v0/events", params=params).json()
-            seen.update(str(event["n"]) for event in page["events"])
-            if page["nextCursor"] is None:
-                return seen
-            params["cursor"] = page["nextCursor"]
+    return Counter(str(e["n"]) for e in read_all_events(server.url, secret or server.secret))
 
 
 def accepted_batches(server: Served) -> float:
@@ -93,28 +85,7 @@ def test_retries_through_503s_deliver_every_event_exactly_once(server: Served) -
 
 
 def test_retries_honour_429_and_deliver_every_event_exactly_once(server: Served) -> None:
-    limited = (
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "eventfold",
-                "keys",
-                "create",
-                "--account",
-                "default",
-                "--rate-limit",
-                "200",
-                "--database",
-                f"sqlite:///{server.database}",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    limited = create_key(f"sqlite:///{server.database}", account="default", rate_limit=200)
     with Client(server.url, limited, batch_size=100, retry=FAST_RETRY) as client:
         started = time.monotonic()
         for n in range(600):

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx2
 import pytest
 from bench.batches import realistic_event
+from bench.processes import read_all_events
 
 from tests.conftest import auth
 from tests.servers import Served, served
@@ -32,14 +33,7 @@ def server(tmp_path: Path) -> Iterator[Served]:
 
 
 def stored(server: Served) -> int:
-    total, params = 0, {"limit": 1000}
-    with httpx2.Client(base_url=server.url, headers=auth(server.secret)) as http:
-        while True:
-            page = http.get("/api/v0/events", params=params).json()
-            total += len(page["events"])
-            if page["nextCursor"] is None:
-                return total
-            params["cursor"] = page["nextCursor"]
+    return len(read_all_events(server.url, server.secret))
 
 
 def run_import(server: Served, *args: str) -> subprocess.CompletedProcess[str]:

@@ -18,6 +18,7 @@ import msgspec
 import psycopg
 import pytest
 from bench.batches import realistic_event
+from bench.processes import read_all_events
 from bench.processes import wait_for_fold as wait_for_served_fold
 from starlette.testclient import TestClient
 
@@ -155,16 +156,8 @@ def test_every_202_survives_the_database_dropping_connections_mid_load(
         stop.set()
         for thread in clients:
             thread.join()
-        with httpx2.Client(base_url=server.url, headers=auth(server.secret)) as http:
-            wait_for_served_fold(server.url)
-            stored: Counter[str] = Counter()
-            params: dict[str, Any] = {"limit": 1000}
-            while True:
-                page = http.get("/api/v0/events", params=params).json()
-                stored.update(event["n"] for event in page["events"])
-                if page["nextCursor"] is None:
-                    break
-                params["cursor"] = page["nextCursor"]
+        wait_for_served_fold(server.url)
+        stored = Counter(event["n"] for event in read_all_events(server.url, server.secret))
     print(dict(statuses))
     assert statuses[503] > 0, "the terminations should have been felt"
     assert statuses[202] > 0
