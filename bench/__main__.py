@@ -18,9 +18,7 @@ from typing import Any
 
 from bench.batches import batch_body
 from bench.ceilings import http_ceiling, storage_ceiling
-from bench.runner import FULL, QUICK, run_postgres, run_sqlite
-
-SKIPPED = {"nats": "skipped: the NATS JetStream log does not exist yet"}
+from bench.runner import FULL, QUICK, run_nats, run_postgres, run_sqlite
 
 
 def main() -> None:
@@ -33,6 +31,11 @@ def main() -> None:
         default="postgresql://postgres@127.0.0.1:5432",
         help="PostgreSQL server for the PostgreSQL mode (a database is made)",
     )
+    parser.add_argument(
+        "--nats-sync-cost",
+        action="store_true",
+        help="also run the NATS mode without sync_interval: always, to show its cost",
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
 
@@ -43,6 +46,9 @@ def main() -> None:
     }
     results["sqlite"] = run_sqlite(plan)
     results["postgres"] = run_postgres(plan, args.postgres)
+    results["nats"] = run_nats(plan, args.postgres)
+    if args.nats_sync_cost:
+        results["nats_without_sync"] = run_nats(plan, args.postgres, sync_always=False)
     with tempfile.TemporaryDirectory() as folder:
         body_file = Path(folder) / "batch-100.json"
         body_file.write_bytes(batch_body(100))
@@ -60,10 +66,6 @@ def main() -> None:
         "eventfold_100_event_batches_events_per_second": best,
         "ratio_to_lower_ceiling": round(best / lower, 2),
     }
-    for mode, reason in SKIPPED.items():
-        results[mode] = {"skipped": reason}
-        print(f"{mode}: {reason}")
-
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2))
     print(_table(results))
@@ -92,12 +94,22 @@ def _machine() -> dict[str, Any]:
     }
 
 
+_SERVER_MODES = {
+    "postgres": "PostgreSQL",
+    "nats": "NATS JetStream (3 nodes, sync always) + PostgreSQL",
+    "nats_without_sync": "NATS JetStream (3 nodes, default sync) + PostgreSQL",
+}
+
+
 def _table(results: dict[str, Any]) -> str:
     lines = _mode_table("SQLite", results["sqlite"], results["plan"]["connections"])
-    if "skipped" in results["postgres"]:
-        lines.append(f"\nPostgreSQL: {results['postgres']['skipped']}")
-    else:
-        lines += _mode_table("PostgreSQL", results["postgres"], results["plan"]["connections"])
+    for key, name in _SERVER_MODES.items():
+        if key not in results:
+            continue
+        if "skipped" in results[key]:
+            lines.append(f"\n{name}: {results[key]['skipped']}")
+        else:
+            lines += _mode_table(name, results[key], results["plan"]["connections"])
     ceilings = results["ceilings"]
     lines += [
         "",

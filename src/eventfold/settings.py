@@ -48,6 +48,18 @@ class Settings:
     ready_max_lag_seconds: float = 10.0
     # How long a looked-up key stays cached; revocation takes effect within this time.
     key_cache_seconds: float = 1.0
+    # Where accepted batches go before the fold: empty = the database itself, or
+    # nats://host:4222[,host2:4222...] for a JetStream cluster (see docs/deploy.md).
+    log_url: str = ""
+    # The JetStream stream's name, and its replicas (0: 3, or fewer when the cluster is smaller).
+    nats_stream: str = "EVENTFOLD"
+    nats_replicas: int = 0
+    # How long an API node keeps retrying a publish before answering 503.
+    nats_publish_timeout_seconds: float = 10.0
+    # How long a worker may hold fetched batches unacknowledged before others get them.
+    nats_ack_wait_seconds: float = 30.0
+    # How long JetStream recognises a repeated batch by its id (Idempotency-Key or request).
+    nats_duplicate_window_seconds: float = 600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -68,6 +80,8 @@ class Settings:
         return cls(limits=Limits(**limits), **top)
 
     def __post_init__(self) -> None:
+        if self.log_url:
+            parse_log_url(self.log_url)
         if self.log_format not in ("json", "text"):
             raise ConfigurationError(
                 f"{ENV_PREFIX}LOG_FORMAT={self.log_format!r}: use 'json' or 'text'"
@@ -87,6 +101,7 @@ class Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+_MAY_BE_ZERO = ("port", "nats_replicas")
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -101,7 +116,7 @@ def _parse(name: str, raw: str, kind: type) -> Any:
         raise ConfigurationError(
             f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}"
         ) from None
-    if kind in (int, float) and value <= 0 and name != "port":
+    if kind in (int, float) and value <= 0 and name not in _MAY_BE_ZERO:
         raise ConfigurationError(f"{ENV_PREFIX}{name.upper()} must be greater than zero")
     return value
 
@@ -132,3 +147,16 @@ def parse_database_url(url: str) -> DatabaseLocation:
         f"unsupported database URL {url!r}; use sqlite:///relative/path.db, "
         "sqlite:////absolute/path.db or postgresql://user@host:port/database"
     )
+
+
+def parse_log_url(url: str) -> list[str]:
+    """``nats://host:4222[,host2:4222...]`` as the list of server URLs it names."""
+    if not url.startswith("nats://") or url == "nats://":
+        raise ConfigurationError(
+            f"unsupported log URL {url!r}; use nats://host:4222 or "
+            "nats://host1:4222,host2:4222,host3:4222 (or no --log: the database is the log)"
+        )
+    servers = [part.strip() for part in url.removeprefix("nats://").split(",")]
+    if not all(servers):
+        raise ConfigurationError(f"log URL {url!r} has an empty server between commas")
+    return [f"nats://{server}" for server in servers]

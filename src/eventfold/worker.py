@@ -7,11 +7,17 @@ stopped or killed at any moment and started again without skipping or repeating 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from eventfold.errors import RetryLater
 from eventfold.storage.base import ProfileStore
+
+if TYPE_CHECKING:
+    from eventfold.bootstrap import Services
+    from eventfold.storage.nats import NatsLog
 
 logger = logging.getLogger("eventfold.worker")
 
@@ -56,3 +62,65 @@ class FoldWorker:
         self._store.wake_waiters()
         if self._thread is not None:
             self._thread.join()
+
+
+class LogFoldWorker:
+    """Folds batches from an external log (JetStream) into the database: fetch, apply
+    and fold in one transaction that records the batches' positions, then acknowledge.
+
+    A crash before the commit leaves the batches unacknowledged, and JetStream hands
+    them to a worker again after the ack wait; a crash between the commit and the
+    acknowledgement redelivers batches whose positions are recorded, which are skipped.
+    """
+
+    def __init__(self, log: NatsLog, store: ProfileStore, max_batches: int = 200) -> None:
+        self._log = log
+        self._store = store
+        self._max_batches = max_batches
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    async def run_async(self) -> None:
+        """Connects and folds until ``stop`` is called."""
+        await self._log.connect()
+        try:
+            while not self._stop.is_set():
+                try:
+                    await self._step()
+                except RetryLater as error:
+                    logger.warning("log fold step failed, retrying: %s", error.message)
+                    await asyncio.sleep(RETRY_SECONDS)
+        finally:
+            await self._log.disconnect()
+
+    async def _step(self) -> None:
+        fetched = await self._log.fetch(self._max_batches, timeout=IDLE_POLL_SECONDS * 5)
+        if not fetched:
+            return
+        forget_below = await self._log.first_position()
+        batches = [batch for batch, _ in fetched]
+        await asyncio.to_thread(self._store.apply_logged, batches, forget_below)
+        await self._log.acknowledge([message for _, message in fetched])
+
+    def run(self) -> None:
+        asyncio.run(self.run_async())
+
+    def start(self) -> None:
+        """Runs the worker on a daemon thread of this process, with its own event loop."""
+        self._thread = threading.Thread(target=self.run, name="eventfold-log-fold", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def embedded_worker(services: Services) -> FoldWorker | LogFoldWorker:
+    """The fold a server runs itself: from the database, or from JetStream with a
+    connection of its own (the worker's thread has its own event loop)."""
+    if not services.settings.log_url:
+        return FoldWorker(services.storage)
+    from eventfold.storage.nats import NatsLog
+
+    return LogFoldWorker(NatsLog(services.settings, services.storage), services.storage)

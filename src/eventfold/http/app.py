@@ -24,7 +24,7 @@ from eventfold.http.profiles import delete_profile, get_profile
 from eventfold.http.responses import json_response
 from eventfold.observability.logs import configure_logging
 from eventfold.settings import Settings
-from eventfold.worker import FoldWorker
+from eventfold.worker import embedded_worker
 
 
 class EventsEndpoint(HTTPEndpoint):
@@ -44,12 +44,14 @@ def create_app(services: Services, close_storage_on_shutdown: bool = False) -> S
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        worker = FoldWorker(services.storage) if services.settings.fold_in_server else None
+        await services.log.connect()
+        worker = embedded_worker(services) if services.settings.fold_in_server else None
         if worker is not None:
             worker.start()
         yield
         if worker is not None:
             worker.stop()
+        await services.log.disconnect()
         if close_storage_on_shutdown:
             services.storage.close()
 

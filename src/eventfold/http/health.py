@@ -6,7 +6,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from eventfold.bootstrap import Services
-from eventfold.clock import now_ms
 from eventfold.errors import RetryLater
 from eventfold.http.openapi import Health, Lag, Readiness
 from eventfold.http.responses import json_response
@@ -17,7 +16,7 @@ async def healthz(request: Request) -> Response:
     """200 while the process runs; the lag is null when the database cannot tell it."""
     services: Services = request.app.state.services
     try:
-        lag = services.profiles.lag()
+        lag = await services.profiles.lag()
     except RetryLater:
         return json_response(Health("ok", None))
     return json_response(Health("ok", Lag(lag.events, round(lag.seconds, 3))))
@@ -28,7 +27,7 @@ async def readyz(request: Request) -> Response:
     services: Services = request.app.state.services
     bound = services.settings.ready_max_lag_seconds
     try:
-        lag = services.storage.fold_lag(now_ms())
+        lag = await services.profiles.lag()
     except Exception as error:
         return json_response(
             Readiness(
@@ -56,6 +55,6 @@ async def readyz(request: Request) -> Response:
 async def prometheus_metrics(request: Request) -> Response:
     services: Services = request.app.state.services
     body, content_type = metrics.exposition(
-        lambda: services.storage.fold_lag(now_ms()), services.settings.metrics_dir
+        await services.profiles.lag(), services.settings.metrics_dir
     )
     return Response(body, media_type=content_type)

@@ -4,7 +4,7 @@ before any server process imports this, and ``/metrics`` adds up all processes."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -76,13 +76,14 @@ def observe_commit(jobs: int, seconds: float) -> None:
 
 
 class FoldLagCollector(Collector):
-    """The fold's lag, read from the database when scraped (the same for every process)."""
+    """The fold's lag, read from the database (and log) when scraped (the same for every
+    process)."""
 
-    def __init__(self, read_lag: Callable[[], FoldLag]) -> None:
-        self._read_lag = read_lag
+    def __init__(self, lag: FoldLag) -> None:
+        self._lag = lag
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        lag = self._read_lag()
+        lag = self._lag
         yield GaugeMetricFamily(
             "eventfold_fold_lag_events",
             "Accepted events not yet folded into profiles",
@@ -95,7 +96,7 @@ class FoldLagCollector(Collector):
         )
 
 
-def exposition(read_lag: Callable[[], FoldLag], multiprocess_dir: str) -> tuple[bytes, str]:
+def exposition(lag: FoldLag, multiprocess_dir: str) -> tuple[bytes, str]:
     """The text of ``/metrics`` and its content type: this process's metrics (or, with a
     multiprocess folder, every server process's), then the fold's lag."""
     if multiprocess_dir:
@@ -104,5 +105,5 @@ def exposition(read_lag: Callable[[], FoldLag], multiprocess_dir: str) -> tuple[
     else:
         process_registry = REGISTRY
     lag_registry = CollectorRegistry()
-    lag_registry.register(FoldLagCollector(read_lag))
+    lag_registry.register(FoldLagCollector(lag))
     return generate_latest(process_registry) + generate_latest(lag_registry), CONTENT_TYPE_LATEST

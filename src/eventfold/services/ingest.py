@@ -8,7 +8,7 @@ from eventfold.clock import now_ms
 from eventfold.domain.validation import BatchValidator
 from eventfold.errors import EventfoldError, InvalidRequest, Overloaded
 from eventfold.services.rate_limit import RateLimiter
-from eventfold.storage.base import IdempotencyClaim, Principal, Storage
+from eventfold.storage.base import EventLog, IdempotencyClaim, Principal
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 # Expired idempotency keys are deleted at most this often.
@@ -20,7 +20,7 @@ _LAG_CHECK_EVERY_MS = 500
 class IngestService:
     def __init__(
         self,
-        log: Storage,
+        log: EventLog,
         validator: BatchValidator,
         idempotency_window_seconds: int,
         max_fold_lag_events: int,
@@ -45,7 +45,7 @@ class IngestService:
         body stores nothing and returns as if it had.
         """
         received_at_ms = now_ms()
-        self._refuse_if_fold_is_behind(received_at_ms)
+        await self._refuse_if_fold_is_behind(received_at_ms)
         claim = self._claim(idempotency_key, body, received_at_ms)
         events = self._validator.validate(body, received_at_ms)
         try:
@@ -69,11 +69,11 @@ class IngestService:
             self._log.forget_idempotency_keys(now - self._window_ms)
         return IdempotencyClaim(key, hashlib.sha256(body).digest(), now - self._window_ms)
 
-    def _refuse_if_fold_is_behind(self, now: int) -> None:
+    async def _refuse_if_fold_is_behind(self, now: int) -> None:
         """Backpressure: past the bound, new batches wait instead of the backlog growing."""
         if now - self._lag_checked_at_ms >= _LAG_CHECK_EVERY_MS:
             self._lag_checked_at_ms = now
-            self._fold_lag_events = self._log.fold_lag(now).events
+            self._fold_lag_events = (await self._log.backlog(now)).events
         if self._fold_lag_events > self._max_fold_lag_events:
             raise Overloaded(
                 f"the fold into profiles is {self._fold_lag_events} events behind (limit "

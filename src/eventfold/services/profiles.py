@@ -14,7 +14,14 @@ from eventfold.clock import now_ms
 from eventfold.domain.moments import iso_from_ms, to_epoch_ms
 from eventfold.domain.profile import ProfileView, profile_view
 from eventfold.errors import InvalidRequest, NotFound
-from eventfold.storage.base import EventQuery, FoldLag, Principal, ProfileStore, StoredEvent
+from eventfold.storage.base import (
+    EventLog,
+    EventQuery,
+    FoldLag,
+    Principal,
+    ProfileStore,
+    StoredEvent,
+)
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1_000
@@ -35,8 +42,9 @@ class EventListing:
 
 
 class ProfileService:
-    def __init__(self, store: ProfileStore) -> None:
+    def __init__(self, store: ProfileStore, log: EventLog) -> None:
         self._store = store
+        self._log = log
 
     def get_profile(self, principal: Principal, person: tuple[str, str]) -> ProfileView:
         """The person's profile as the API shows it; NotFound if there is none."""
@@ -51,7 +59,8 @@ class ProfileService:
 
     async def erase(self, principal: Principal, person: tuple[str, str]) -> None:
         """Erases the person's profile and all their events; unknown people are fine."""
-        await self._store.erase_person(principal.account_id, *person)
+        bound = await self._log.erasure_bound()
+        await self._store.erase_person(principal.account_id, *person, log_position=bound)
 
     def list_events(self, principal: Principal, listing: EventListing) -> dict[str, Any]:
         """A page of the account's events, newest first, and the cursor of the next page."""
@@ -69,8 +78,9 @@ class ProfileService:
         next_cursor = _encode_cursor(events[limit - 1].seq) if len(events) > limit else None
         return {"events": [event_view(e) for e in events[:limit]], "nextCursor": next_cursor}
 
-    def lag(self) -> FoldLag:
-        return self._store.fold_lag(now_ms())
+    async def lag(self) -> FoldLag:
+        """How far the profiles are behind what was accepted (log and fold)."""
+        return await self._log.backlog(now_ms())
 
 
 def public_profile_id(profile_id: int) -> str:

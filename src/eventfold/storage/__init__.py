@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from eventfold.settings import Settings, parse_database_url
-from eventfold.storage.base import Storage
+from eventfold.storage.base import EventLog, Storage
 
 
 def open_storage(
@@ -29,3 +29,13 @@ def open_storage(
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
         on_commit=on_commit,
     )
+
+
+def open_log(settings: Settings, storage: Storage) -> EventLog:
+    """Where accepted batches go: JetStream when ``settings.log_url`` names it, else the
+    database itself. A JetStream log connects in ``connect()``, on the server's loop."""
+    if not settings.log_url:
+        return storage
+    from eventfold.storage.nats import NatsLog
+
+    return NatsLog(settings, storage)

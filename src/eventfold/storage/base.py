@@ -69,6 +69,17 @@ class FoldLag:
     seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class LoggedBatch:
+    """An accepted batch read back from an external log, with its position there."""
+
+    position: int
+    account_id: int
+    received_at_ms: int
+    events: Sequence[AcceptedEvent]
+    claim: IdempotencyClaim | None = None
+
+
 class KeyStore(Protocol):
     def create_key(
         self, account_name: str, now_ms: int, rate_limit: float | None = None
@@ -112,6 +123,21 @@ class EventLog(Protocol):
     def forget_idempotency_keys(self, before_ms: int) -> None:
         """Drops idempotency keys created before ``before_ms``; may be deferred."""
 
+    async def backlog(self, now_ms: int) -> FoldLag:
+        """How many accepted events are not yet in profiles, and the oldest one's wait."""
+
+    async def erasure_bound(self) -> int | None:
+        """The log position up to which batches count as accepted before an erasure
+        starting now (None: the log is the database, erasure reaches it directly)."""
+
+    async def connect(self) -> None:
+        """Opens connections that need the running event loop."""
+
+    async def disconnect(self) -> None:
+        """Closes what ``connect`` opened."""
+
+
+class EventRecords(Protocol):
     def count_events(self, account_id: int) -> int:
         """How many events the account has stored."""
 
@@ -135,9 +161,21 @@ class ProfileStore(Protocol):
     ) -> tuple[int, ProfileState] | None:
         """The profile holding this identifier, with its id."""
 
-    async def erase_person(self, account_id: int, kind: str, value: str) -> None:
+    async def erase_person(
+        self, account_id: int, kind: str, value: str, log_position: int | None = None
+    ) -> None:
         """Erases the profile with this identifier, its identifiers and all its events,
-        folded or not yet folded."""
+        folded or not yet folded; with ``log_position``, also the person's batches up to
+        that position of an external log that are not applied yet (``apply_logged``)."""
+
+    def apply_logged(self, batches: Sequence[LoggedBatch], forget_below: int) -> int:
+        """Stores and folds batches read from an external log, in one transaction that
+        also records their positions, so a batch delivered again is skipped; positions
+        below ``forget_below`` can no longer come back and are forgotten. Returns how
+        many events it folded."""
+
+    def idempotency_hash(self, account_id: int, key: str) -> bytes | None:
+        """The body hash stored under an idempotency key, if the key is known."""
 
     def list_events(self, query: EventQuery) -> list[StoredEvent]:
         """Up to ``query.limit`` events matching the query, newest first."""
@@ -149,6 +187,6 @@ class ProfileStore(Protocol):
         """The profile each of the account's events was folded into (None: not yet)."""
 
 
-class Storage(KeyStore, EventLog, ProfileStore, Protocol):
+class Storage(KeyStore, EventLog, EventRecords, ProfileStore, Protocol):
     def close(self) -> None:
         """Finishes queued writes and releases the database."""

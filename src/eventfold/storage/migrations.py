@@ -87,6 +87,18 @@ SQLITE_MIGRATIONS: tuple[Step, ...] = (
         """CREATE TRIGGER events_to_fold AFTER INSERT ON events
            BEGIN INSERT INTO unfolded (seq) VALUES (NEW.seq); END""",
     ),
+    # 5: batches applied from an external log (JetStream), and erasures that must reach
+    # batches still in it.
+    """
+    CREATE TABLE applied_log_positions (position BIGINT PRIMARY KEY);
+    CREATE TABLE erasures (
+        account_id BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        up_to_position BIGINT NOT NULL,
+        PRIMARY KEY (account_id, kind, value)
+    )
+    """,
 )
 
 
@@ -163,6 +175,18 @@ POSTGRES_MIGRATIONS: tuple[Step, ...] = (
            REFERENCING NEW TABLE AS new_events
            FOR EACH STATEMENT EXECUTE FUNCTION enqueue_unfolded()""",
     ),
+    # 3: batches applied from an external log (JetStream), and erasures that must reach
+    # batches still in it.
+    """
+    CREATE TABLE applied_log_positions (position BIGINT PRIMARY KEY);
+    CREATE TABLE erasures (
+        account_id BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        up_to_position BIGINT NOT NULL,
+        PRIMARY KEY (account_id, kind, value)
+    )
+    """,
 )
 
 

@@ -8,6 +8,7 @@ kept from running twice at once, and which of its errors mean "unavailable".
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,12 +19,13 @@ from eventfold.domain.events import AcceptedEvent
 from eventfold.domain.keys import generate_key_id, generate_secret, hash_secret
 from eventfold.domain.profile import ProfileState
 from eventfold.errors import IdempotencyConflict
-from eventfold.storage import sql_profiles
+from eventfold.storage import sql_logged, sql_profiles
 from eventfold.storage.base import (
     EventQuery,
     FoldLag,
     IdempotencyClaim,
     KeyRecord,
+    LoggedBatch,
     Principal,
     StoredEvent,
 )
@@ -41,6 +43,7 @@ EVENT_COLUMNS = (
     "body",
 )
 Row = tuple[Any, ...]
+logger = logging.getLogger("eventfold.storage")
 
 
 class SqlStorage:
@@ -206,6 +209,26 @@ class SqlStorage:
             )
         )
 
+    async def backlog(self, now_ms: int) -> FoldLag:
+        return self.fold_lag(now_ms)
+
+    async def erasure_bound(self) -> int | None:
+        return None
+
+    async def connect(self) -> None:
+        pass  # the database's connections are made on first use, on their own threads
+
+    async def disconnect(self) -> None:
+        pass  # closed by close(), after the last request
+
+    def idempotency_hash(self, account_id: int, key: str) -> bytes | None:
+        with self._reading() as connection:
+            row = connection.execute(
+                "SELECT body_hash FROM idempotency_keys WHERE account_id = ? AND key = ?",
+                (account_id, key),
+            ).fetchone()
+        return bytes(row[0]) if row else None
+
     def count_events(self, account_id: int) -> int:
         with self._reading() as connection:
             row = connection.execute(
@@ -243,12 +266,59 @@ class SqlStorage:
         with self._reading() as connection:
             return sql_profiles.find_profile(connection, account_id, kind, value)
 
-    async def erase_person(self, account_id: int, kind: str, value: str) -> None:
+    async def erase_person(
+        self, account_id: int, kind: str, value: str, log_position: int | None = None
+    ) -> None:
         def erase(connection: SqlConnection) -> None:
             self._lock_fold(connection, wait=True)
-            sql_profiles.erase_person(connection, account_id, kind, value, current_ms())
+            erased = sql_profiles.erase_person(connection, account_id, kind, value, current_ms())
+            if log_position is not None:
+                sql_logged.mark_erased(connection, account_id, erased, log_position)
 
         await self._writer.submit(erase)
+
+    def apply_logged(self, batches: Sequence[LoggedBatch], forget_below: int) -> int:
+        def apply(connection: SqlConnection) -> int:
+            # Under the fold's lock: one worker at a time applies, and an erasure sees
+            # either none or all of a step's events.
+            self._lock_fold(connection, wait=True)
+            fresh = sql_logged.unapplied(connection, batches)
+            erased = sql_logged.erasures_for(connection, fresh)
+            for batch in fresh:
+                self._store_logged(connection, batch, erased)
+            sql_logged.save_marks(connection, erased.learnt)
+            sql_logged.record_applied(connection, batches, forget_below)
+            folded = 0
+            while step := sql_profiles.fold_pending(connection, 5_000, current_ms()):
+                folded += step
+            return folded
+
+        rows = sum(len(batch.events) for batch in batches)
+        return self._writer.run(apply, rows=max(1, rows))
+
+    def _store_logged(
+        self, connection: SqlConnection, batch: LoggedBatch, erased: sql_logged.Erasures
+    ) -> None:
+        """Stores one logged batch, less the events of people erased after it was logged."""
+        if batch.claim is not None:
+            try:
+                if not _claim_key(connection, batch.account_id, batch.received_at_ms, batch.claim):
+                    return  # a repeat of a batch already stored
+            except IdempotencyConflict:
+                # Its 202 came from an API node that could not see the first use of the
+                # key (older than JetStream's duplicate window and not yet applied).
+                logger.warning(
+                    "dropped logged batch %d: its Idempotency-Key was used with another body",
+                    batch.position,
+                )
+                return
+        rows = [
+            (batch.account_id, batch.received_at_ms, *event)
+            for event in batch.events
+            if not erased.covers(batch.account_id, event, batch.position)
+        ]
+        if rows:
+            self._insert_events(connection, rows)
 
     def list_events(self, query: EventQuery) -> list[StoredEvent]:
         with self._reading() as connection:

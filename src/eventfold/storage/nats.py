@@ -1,0 +1,318 @@
+"""The event log on a NATS JetStream cluster: API nodes publish accepted batches to a
+replicated stream and answer 202 on its acknowledgement; workers fetch them through one
+durable pull consumer and apply them to the database (``SqlStorage.apply_logged``).
+
+Subjects are ``<stream>.batches.<account id>``: each account's batches form a partition
+that can be filtered, inspected or purged on its own, and all workers share the one
+consumer, which hands each batch to one of them at a time. Which worker folds which batch
+and in what order does not matter: the fold is order-independent (see domain/profile.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from eventfold.domain.events import AcceptedEvent
+from eventfold.errors import ConfigurationError, IdempotencyConflict, StorageUnavailable
+from eventfold.settings import Settings, parse_log_url
+from eventfold.storage.base import FoldLag, IdempotencyClaim, LoggedBatch, Storage
+
+logger = logging.getLogger("eventfold.nats")
+
+CONSUMER = "eventfold-fold"
+_BODY_HASH = "Eventfold-Body-Hash"
+_ATTEMPT_SECONDS = 2.0  # one publish's wait for its acknowledgement before trying again
+_DEFAULT_REPLICAS = 3
+_READY_SECONDS = 30.0  # how long start-up waits for JetStream to make the stream
+
+
+class _WireBatch(msgspec.Struct, array_like=True):
+    """A batch as it travels through the stream (MessagePack)."""
+
+    account_id: int
+    received_at_ms: int
+    events: list[AcceptedEvent]
+    idempotency_key: str | None = None
+    body_hash: bytes | None = None
+    claim_not_before_ms: int = 0
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(_WireBatch)
+
+
+def encode_batch(
+    account_id: int,
+    received_at_ms: int,
+    events: Sequence[AcceptedEvent],
+    claim: IdempotencyClaim | None,
+) -> bytes:
+    wire = _WireBatch(account_id, received_at_ms, list(events))
+    if claim is not None:
+        wire.idempotency_key = claim.key
+        wire.body_hash = claim.body_hash
+        wire.claim_not_before_ms = claim.not_before_ms
+    return _encoder.encode(wire)
+
+
+def decode_batch(position: int, payload: bytes) -> LoggedBatch:
+    wire = _decoder.decode(payload)
+    claim = None
+    if wire.idempotency_key is not None and wire.body_hash is not None:
+        claim = IdempotencyClaim(wire.idempotency_key, wire.body_hash, wire.claim_not_before_ms)
+    return LoggedBatch(position, wire.account_id, wire.received_at_ms, wire.events, claim)
+
+
+class NatsLog:
+    """The ``EventLog`` of API nodes and the batch source of workers, over JetStream."""
+
+    def __init__(self, settings: Settings, storage: Storage) -> None:
+        self._servers = parse_log_url(settings.log_url)
+        self._settings = settings
+        self._storage = storage
+        self._stream = settings.nats_stream
+        self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+        self._subscription: JetStreamContext.PullSubscription | None = None
+
+    # --- connection -------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connects (reconnecting forever afterwards) and makes the stream and consumer."""
+        try:
+            self._nc = await nats.connect(
+                servers=self._servers,
+                name="eventfold",
+                connect_timeout=2,
+                reconnect_time_wait=0.5,
+                max_reconnect_attempts=-1,
+                allow_reconnect=True,
+            )
+        except (OSError, nats.errors.Error) as error:
+            servers = ", ".join(self._servers)
+            raise ConfigurationError(
+                f"cannot reach NATS at {servers} ({error or type(error).__name__}); "
+                "check --log and that the servers run with JetStream enabled"
+            ) from None
+        self._js = self._nc.jetstream(timeout=5)
+        # A cluster that is just starting or electing a leader answers after a while.
+        deadline = asyncio.get_running_loop().time() + _READY_SECONDS
+        while True:
+            try:
+                await self._ensure_stream_and_consumer()
+                return
+            except (TimeoutError, nats.errors.Error) as error:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise ConfigurationError(
+                        f"JetStream at {', '.join(self._servers)} did not make the stream "
+                        f"{self._stream!r} ({type(error).__name__}: {error}); check that "
+                        "JetStream is enabled and a majority of the cluster runs"
+                    ) from None
+                await asyncio.sleep(0.5)
+
+    async def disconnect(self) -> None:
+        if self._nc is not None:
+            await self._nc.close()
+
+    async def _ensure_stream_and_consumer(self) -> None:
+        js = self._jetstream()
+        try:
+            await js.stream_info(self._stream)
+        except nats.js.errors.NotFoundError:
+            await js.add_stream(
+                name=self._stream,
+                subjects=[f"{self._stream}.batches.*"],
+                # A batch leaves the stream once a worker has applied and acknowledged it;
+                # the database keeps it from then on.
+                retention=api.RetentionPolicy.WORK_QUEUE,
+                storage=api.StorageType.FILE,
+                num_replicas=await self._replicas(),
+                duplicate_window=self._settings.nats_duplicate_window_seconds,
+            )
+        try:
+            await js.consumer_info(self._stream, CONSUMER)
+        except nats.js.errors.NotFoundError:
+            await js.add_consumer(
+                self._stream,
+                durable_name=CONSUMER,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=self._settings.nats_ack_wait_seconds,
+                max_deliver=-1,
+                max_ack_pending=50_000,
+            )
+
+    async def _replicas(self) -> int:
+        if self._settings.nats_replicas:
+            return self._settings.nats_replicas
+        assert self._nc is not None
+        # The servers this client learnt of: the cluster's size, as far as it is known.
+        known = len(self._nc.servers)
+        return min(_DEFAULT_REPLICAS, known)
+
+    def _jetstream(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("NatsLog.connect() was not awaited")
+        return self._js
+
+    # --- what API nodes do ------------------------------------------------------------
+
+    async def append(
+        self,
+        account_id: int,
+        received_at_ms: int,
+        events: Sequence[AcceptedEvent],
+        claim: IdempotencyClaim | None = None,
+    ) -> bool:
+        if claim is not None:
+            known = await self._applied_hash(account_id, claim.key)
+            if known is not None and known != claim.body_hash:
+                raise _conflict(claim)
+            if known is not None:
+                return False  # applied already
+        # Every publish carries an id, so that trying again after a lost acknowledgement
+        # is recognised by JetStream instead of storing the batch twice.
+        message_id = f"{account_id}:{claim.key}" if claim else uuid.uuid4().hex
+        headers = {"Nats-Msg-Id": message_id}
+        if claim is not None:
+            headers[_BODY_HASH] = claim.body_hash.hex()
+        payload = encode_batch(account_id, received_at_ms, events, claim)
+        ack = await self._publish(f"{self._stream}.batches.{account_id}", payload, headers)
+        if ack.duplicate and claim is not None:
+            await self._check_repeat(ack.seq, account_id, claim)
+            return False
+        return True
+
+    async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> api.PubAck:
+        """Publishes without waiting for other requests' acknowledgements (they are
+        awaited together); tries again until the publish timeout, then gives up."""
+        js = self._jetstream()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.nats_publish_timeout_seconds
+        while True:
+            left = deadline - loop.time()
+            try:
+                future = await js.publish_async(
+                    subject, payload, wait_stall=max(left, 0.01), headers=headers
+                )
+                return await asyncio.wait_for(future, min(_ATTEMPT_SECONDS, max(left, 0.01)))
+            except (TimeoutError, nats.errors.Error) as error:
+                if loop.time() + 0.2 >= deadline:
+                    raise StorageUnavailable(
+                        "the event log (NATS JetStream) did not confirm the batch in "
+                        f"{self._settings.nats_publish_timeout_seconds:g} s "
+                        f"({type(error).__name__}); retry with the same Idempotency-Key"
+                    ) from None
+                await asyncio.sleep(0.2)
+
+    async def _check_repeat(self, position: int, account_id: int, claim: IdempotencyClaim) -> None:
+        """A repeated id: the first batch is still in the stream, or already applied."""
+        first: api.RawStreamMsg | None = None
+        with _translated("does not answer"), contextlib.suppress(nats.js.errors.NotFoundError):
+            first = await self._jetstream().get_msg(self._stream, position)
+        if first is not None:
+            stored: bytes | None = bytes.fromhex((first.headers or {}).get(_BODY_HASH, ""))
+        else:
+            stored = await self._applied_hash(account_id, claim.key)
+        if stored is not None and stored != claim.body_hash:
+            raise _conflict(claim)
+
+    async def _applied_hash(self, account_id: int, key: str) -> bytes | None:
+        """The body hash of a batch applied under this key (a database read, off the loop)."""
+        stored: bytes | None = await asyncio.to_thread(
+            self._storage.idempotency_hash, account_id, key
+        )
+        return stored
+
+    def forget_idempotency_keys(self, before_ms: int) -> None:
+        self._storage.forget_idempotency_keys(before_ms)
+
+    async def backlog(self, now_ms: int) -> FoldLag:
+        """Batches in the stream not yet applied, plus anything unfolded in the database."""
+        js = self._jetstream()
+        folding = self._storage.fold_lag(now_ms)
+        with _translated("does not answer"):
+            stream = await js.stream_info(self._stream)
+            oldest = None
+            if stream.state.messages:
+                with contextlib.suppress(nats.js.errors.NotFoundError):  # applied meanwhile
+                    oldest = await js.get_msg(self._stream, stream.state.first_seq)
+        seconds = folding.seconds
+        if oldest is not None and oldest.time is not None:
+            seconds = max(seconds, (datetime.now(UTC) - oldest.time).total_seconds())
+        # The stream counts batches, not events: each counts as one event here, which is
+        # enough for backpressure and alerts, as they follow the trend.
+        return FoldLag(events=folding.events + stream.state.messages, seconds=seconds)
+
+    async def erasure_bound(self) -> int | None:
+        """The stream's last position: every batch answered 202 before now is at or
+        below it."""
+        with _translated("does not answer; nothing was erased, retry"):
+            info = await self._jetstream().stream_info(self._stream)
+        return int(info.state.last_seq)
+
+    # --- what workers do --------------------------------------------------------------
+
+    async def fetch(self, max_batches: int, timeout: float) -> list[tuple[LoggedBatch, Msg]]:
+        """Up to ``max_batches`` batches, waiting up to ``timeout`` s for the first."""
+        with _translated("cannot deliver batches"):
+            if self._subscription is None:
+                self._subscription = await self._jetstream().pull_subscribe_bind(
+                    CONSUMER, stream=self._stream
+                )
+            try:
+                messages = await self._subscription.fetch(max_batches, timeout=timeout)
+            except TimeoutError:
+                return []
+            fetched = []
+            for message in messages:
+                position = message.metadata.sequence.stream
+                try:
+                    fetched.append((decode_batch(position, message.data), message))
+                except msgspec.DecodeError:
+                    logger.error("stream message %d is not an eventfold batch; dropped", position)
+                    await message.term()
+        return fetched
+
+    async def acknowledge(self, messages: Sequence[Msg]) -> None:
+        """Tells JetStream the batches are applied (a lost ack means a redelivery, which
+        the recorded positions turn into a no-op)."""
+        with _translated("did not take acknowledgements"):
+            for message in messages:
+                await message.ack()
+
+    async def first_position(self) -> int:
+        """The oldest position still in the stream: nothing below it can be delivered."""
+        with _translated("does not answer"):
+            info = await self._jetstream().stream_info(self._stream)
+        return int(info.state.first_seq)
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """NATS's errors, as the storage error the rest of eventfold knows."""
+    try:
+        yield
+    except (TimeoutError, nats.errors.Error) as error:
+        raise StorageUnavailable(
+            f"the event log (NATS JetStream) {what} ({type(error).__name__})"
+        ) from None
+
+
+def _conflict(claim: IdempotencyClaim) -> IdempotencyConflict:
+    return IdempotencyConflict(
+        f"the Idempotency-Key {claim.key[:80]!r} was already used with a different body; "
+        "use a new key for a new batch"
+    )
