@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx2
 
@@ -145,20 +146,25 @@ class NatsCluster:
                     raise RuntimeError(f"{node.name} is not healthy; see {self.folder}")
                 time.sleep(0.1)
 
-    def stream_leader(self, stream: str) -> NatsNode:
-        """The node that leads ``stream`` now (asked of any running node's monitor)."""
+    def stream_detail(self, stream: str) -> dict[str, Any]:
+        """What a running node's monitor says of ``stream``: its config, cluster, state."""
         for node in self.nodes:
             if node.process is None:
                 continue
             info = httpx2.get(
-                f"http://127.0.0.1:{node.monitor_port}/jsz?streams=true", timeout=2
+                f"http://127.0.0.1:{node.monitor_port}/jsz?streams=true&config=true", timeout=2
             ).json()
             for account in info.get("account_details", []):
                 for found in account.get("stream_detail", []):
                     if found["name"] == stream and found.get("cluster", {}).get("leader"):
-                        leader = found["cluster"]["leader"]
-                        return next(n for n in self.nodes if n.name == leader)
-        raise RuntimeError(f"no node leads stream {stream}")
+                        detail: dict[str, Any] = found
+                        return detail
+        raise RuntimeError(f"no running node knows a leader of stream {stream}")
+
+    def stream_leader(self, stream: str) -> NatsNode:
+        """The node that leads ``stream`` now."""
+        leader = self.stream_detail(stream)["cluster"]["leader"]
+        return next(node for node in self.nodes if node.name == leader)
 
     def stop(self) -> None:
         for node in self.nodes:

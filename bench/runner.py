@@ -86,9 +86,7 @@ def run_sqlite(plan: Plan) -> dict[str, Any]:
         return run_mode(plan, f"sqlite:///{Path(folder) / 'bench.db'}", Path(folder))
 
 
-def run_postgres(
-    plan: Plan, server: str, nats: NatsCluster | None = None
-) -> dict[str, Any]:
+def run_postgres(plan: Plan, server: str, nats: NatsCluster | None = None) -> dict[str, Any]:
     """The plan on a new database on the PostgreSQL server at ``server`` (dropped after),
     with a JetStream log when ``nats`` is given; ``{"skipped": ...}`` when the server
     cannot be reached."""

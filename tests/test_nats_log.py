@@ -260,6 +260,9 @@ def test_a_nats_node_killed_mid_load_loses_and_duplicates_nothing(
     env = log_env(postgres_url)
     try:
         with served(tmp_path, env, ("--log", nats.url)) as server:
+            stream = nats.stream_detail(env["EVENTFOLD_NATS_STREAM"])
+            assert stream["config"]["num_replicas"] == 3
+            assert stream["config"]["storage"] == "file"
             with Load(server) as load:
                 time.sleep(2)
                 victim = nats.stream_leader(env["EVENTFOLD_NATS_STREAM"])

@@ -35,7 +35,7 @@ logger = logging.getLogger("eventfold.nats")
 CONSUMER = "eventfold-fold"
 _BODY_HASH = "Eventfold-Body-Hash"
 _ATTEMPT_SECONDS = 2.0  # one publish's wait for its acknowledgement before trying again
-_DEFAULT_REPLICAS = 3
+_DEFAULT_REPLICAS = 3  # or 1 where the cluster is smaller (a single server)
 _READY_SECONDS = 30.0  # how long start-up waits for JetStream to make the stream
 
 
@@ -132,16 +132,7 @@ class NatsLog:
         try:
             await js.stream_info(self._stream)
         except nats.js.errors.NotFoundError:
-            await js.add_stream(
-                name=self._stream,
-                subjects=[f"{self._stream}.batches.*"],
-                # A batch leaves the stream once a worker has applied and acknowledged it;
-                # the database keeps it from then on.
-                retention=api.RetentionPolicy.WORK_QUEUE,
-                storage=api.StorageType.FILE,
-                num_replicas=await self._replicas(),
-                duplicate_window=self._settings.nats_duplicate_window_seconds,
-            )
+            await self._add_stream()
         try:
             await js.consumer_info(self._stream, CONSUMER)
         except nats.js.errors.NotFoundError:
@@ -154,13 +145,32 @@ class NatsLog:
                 max_ack_pending=50_000,
             )
 
-    async def _replicas(self) -> int:
-        if self._settings.nats_replicas:
-            return self._settings.nats_replicas
-        assert self._nc is not None
-        # The servers this client learnt of: the cluster's size, as far as it is known.
-        known = len(self._nc.servers)
-        return min(_DEFAULT_REPLICAS, known)
+    async def _add_stream(self) -> None:
+        """Makes the stream: replicated as configured, else on 3 nodes, or on as many as
+        a smaller cluster (or a single server) has."""
+        chosen = self._settings.nats_replicas
+        for replicas in (chosen,) if chosen else (_DEFAULT_REPLICAS, 1):
+            try:
+                await self._jetstream().add_stream(
+                    name=self._stream,
+                    subjects=[f"{self._stream}.batches.*"],
+                    # A batch leaves the stream once a worker has applied and acknowledged
+                    # it; the database keeps it from then on.
+                    retention=api.RetentionPolicy.WORK_QUEUE,
+                    storage=api.StorageType.FILE,
+                    num_replicas=replicas,
+                    duplicate_window=self._settings.nats_duplicate_window_seconds,
+                )
+                return
+            except nats.js.errors.APIError as error:
+                if chosen or replicas == 1:
+                    raise
+                logger.warning(
+                    "JetStream cannot keep %d replicas (%s); the stream %s gets 1",
+                    replicas,
+                    error.description,
+                    self._stream,
+                )
 
     def _jetstream(self) -> JetStreamContext:
         if self._js is None:
