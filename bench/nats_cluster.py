@@ -20,12 +20,15 @@ import httpx2
 CONFIG = Path(__file__).resolve().parents[1] / "docs" / "nats-cluster.conf"
 
 
-def listen_port() -> int:
+def listen_port(taken: set[int]) -> int:
     """A free port below the ephemeral range (32768 and up on Linux), so that no client
     connection takes it between now and the node's start (a node that restarts after a
-    kill needs its ports back)."""
+    kill needs its ports back), and not in ``taken``, to which it is added."""
     while True:
         port = random.randint(20_000, 32_000)
+        if port in taken:
+            continue
+        taken.add(port)
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
@@ -74,11 +77,11 @@ class NatsCluster:
     nodes: list[NatsNode] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        taken: set[int] = set()
         for index in range(1, self.size + 1):
             name = f"nats-{index}"
-            self.nodes.append(
-                NatsNode(name, listen_port(), listen_port(), listen_port(), self.folder / name)
-            )
+            ports = (listen_port(taken), listen_port(taken), listen_port(taken))
+            self.nodes.append(NatsNode(name, *ports, self.folder / name))
         self._config = self._write_config()
 
     @property
@@ -97,9 +100,14 @@ class NatsCluster:
         return path
 
     def start(self) -> NatsCluster:
-        for node in self.nodes:
-            self.start_node(node)
-        self.wait_until_healthy()
+        """Starts every node and waits until all are healthy; stops them on failure."""
+        try:
+            for node in self.nodes:
+                self.start_node(node)
+            self.wait_until_healthy()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def start_node(self, node: NatsNode) -> None:

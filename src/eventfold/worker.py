@@ -24,6 +24,8 @@ logger = logging.getLogger("eventfold.worker")
 FOLD_BATCH_SIZE = 2_000
 IDLE_POLL_SECONDS = 0.1
 RETRY_SECONDS = 1.0
+MAX_FETCH_BATCHES = 200
+FETCH_BYTES = 8 * 1024 * 1024
 
 
 class FoldWorker:
@@ -73,10 +75,10 @@ class LogFoldWorker:
     acknowledgement redelivers batches whose positions are recorded, which are skipped.
     """
 
-    def __init__(self, log: NatsLog, store: ProfileStore, max_batches: int = 200) -> None:
+    def __init__(self, log: NatsLog, store: ProfileStore) -> None:
         self._log = log
         self._store = store
-        self._max_batches = max_batches
+        self._fetch_batches = MAX_FETCH_BATCHES
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -94,9 +96,13 @@ class LogFoldWorker:
             await self._log.disconnect()
 
     async def _step(self) -> None:
-        fetched = await self._log.fetch(self._max_batches, timeout=IDLE_POLL_SECONDS * 5)
+        fetched = await self._log.fetch(self._fetch_batches, timeout=IDLE_POLL_SECONDS * 5)
         if not fetched:
             return
+        # Fetch about FETCH_BYTES at a time, whatever the batches' size: 200 batches of
+        # 1,000 events held 350 MB while they were applied.
+        average = sum(len(message.data) for _, message in fetched) / len(fetched)
+        self._fetch_batches = max(1, min(MAX_FETCH_BATCHES, int(FETCH_BYTES / average)))
         forget_below = await self._log.first_position()
         batches = [batch for batch, _ in fetched]
         await asyncio.to_thread(self._store.apply_logged, batches, forget_below)
