@@ -27,6 +27,6 @@ def test_benchmark_quick_run_writes_figures(tmp_path: Path) -> None:
     assert figures["sqlite"]["server_peak_rss_mb"] > 0
     assert figures["ceilings"]["ratio_to_lower_ceiling"] > 0
     assert figures["postgres"]["sweep_100"][0]["events_per_second"] > 0  # CI has PostgreSQL
-    assert "skipped" in figures["nats"]
+    assert figures["nats"]["sweep_100"][0]["events_per_second"] > 0  # nats-server in .venv
     assert chart.read_bytes().startswith(b"\x89PNG")
     assert "eventfold (SQLite) / lower ceiling" in result.stdout

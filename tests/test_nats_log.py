@@ -296,3 +296,23 @@ def test_a_worker_killed_mid_fold_and_restarted_folds_everything_exactly_once(
         finally:
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(timeout=15) == 0
+
+
+def test_when_one_of_two_workers_dies_the_other_folds_its_batches(
+    cluster: NatsCluster, postgres_url: str, tmp_path: Path
+) -> None:
+    env = log_env(postgres_url, fold_in_server=False)
+    with served(tmp_path, env, ("--log", cluster.url)) as server:
+        with Load(server, batch=50) as load:
+            time.sleep(3)
+        survivor = start_worker(cluster.url, env, tmp_path)
+        doomed = start_worker(cluster.url, env, tmp_path)
+        try:
+            wait_for(lambda: sum(stored_emails(postgres_url).values()) > 0)
+            doomed.send_signal(signal.SIGKILL)  # holding fetched, unacknowledged batches
+            doomed.wait()
+            assert sum(stored_emails(postgres_url).values()) < len(load.accepted), "too late"
+            assert_exactly_once(postgres_url, load)
+        finally:
+            survivor.send_signal(signal.SIGTERM)
+            assert survivor.wait(timeout=15) == 0
