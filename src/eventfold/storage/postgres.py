@@ -109,7 +109,9 @@ class PostgresStorage(SqlStorage):
                 f"cannot reach the PostgreSQL database {_without_password(url)!r} "
                 f"({str(error).strip()}); check the URL and that the server runs"
             ) from None
-        super().__init__(PostgresSession(url), max_pending_events, on_commit)
+        super().__init__(
+            PostgresSession(url), max_pending_events, on_commit, fold_session=PostgresSession(url)
+        )
 
     def _connect_reader(self) -> SqlConnection:
         return QmarkConnection(connect(self.url))
