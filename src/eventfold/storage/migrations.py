@@ -16,6 +16,19 @@ from eventfold.errors import ConfigurationError
 # that hold semicolons themselves: triggers, functions).
 Step = str | tuple[str, ...]
 
+# Batches applied from an external log (JetStream), and erasures that must reach batches
+# still in it: the same on both backends.
+LOGGED_BATCHES = """
+    CREATE TABLE applied_log_positions (position BIGINT PRIMARY KEY);
+    CREATE TABLE erasures (
+        account_id BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        up_to_position BIGINT NOT NULL,
+        PRIMARY KEY (account_id, kind, value)
+    )
+"""
+
 SQLITE_MIGRATIONS: tuple[Step, ...] = (
     # 1: keys, accounts and the event log.
     """
@@ -87,18 +100,8 @@ SQLITE_MIGRATIONS: tuple[Step, ...] = (
         """CREATE TRIGGER events_to_fold AFTER INSERT ON events
            BEGIN INSERT INTO unfolded (seq) VALUES (NEW.seq); END""",
     ),
-    # 5: batches applied from an external log (JetStream), and erasures that must reach
-    # batches still in it.
-    """
-    CREATE TABLE applied_log_positions (position BIGINT PRIMARY KEY);
-    CREATE TABLE erasures (
-        account_id BIGINT NOT NULL,
-        kind TEXT NOT NULL,
-        value TEXT NOT NULL,
-        up_to_position BIGINT NOT NULL,
-        PRIMARY KEY (account_id, kind, value)
-    )
-    """,
+    # 5: see LOGGED_BATCHES.
+    LOGGED_BATCHES,
 )
 
 
@@ -175,18 +178,8 @@ POSTGRES_MIGRATIONS: tuple[Step, ...] = (
            REFERENCING NEW TABLE AS new_events
            FOR EACH STATEMENT EXECUTE FUNCTION enqueue_unfolded()""",
     ),
-    # 3: batches applied from an external log (JetStream), and erasures that must reach
-    # batches still in it.
-    """
-    CREATE TABLE applied_log_positions (position BIGINT PRIMARY KEY);
-    CREATE TABLE erasures (
-        account_id BIGINT NOT NULL,
-        kind TEXT NOT NULL,
-        value TEXT NOT NULL,
-        up_to_position BIGINT NOT NULL,
-        PRIMARY KEY (account_id, kind, value)
-    )
-    """,
+    # 3: see LOGGED_BATCHES.
+    LOGGED_BATCHES,
 )
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from eventfold.domain.events import AcceptedEvent
 from eventfold.storage.base import LoggedBatch
 from eventfold.storage.sql import SqlConnection
-from eventfold.storage.sql_profiles import select_in
+from eventfold.storage.sql_profiles import load_by_identifier, select_in
 
 Identifier = tuple[str, str]
 
@@ -74,22 +74,13 @@ def record_applied(
 
 def erasures_for(connection: SqlConnection, batches: Sequence[LoggedBatch]) -> Erasures:
     """The erasure marks of every identifier the batches name."""
-    wanted: dict[tuple[int, str], set[str]] = {}
-    for batch in batches:
-        for event in batch.events:
-            for kind, value in identifiers_of_accepted(event):
-                wanted.setdefault((batch.account_id, kind), set()).add(value)
-    marks: dict[tuple[int, str, str], int] = {}
-    for (account, kind), values in wanted.items():
-        rows = select_in(
-            connection,
-            "SELECT value, up_to_position FROM erasures WHERE account_id = ? AND kind = ?"
-            " AND value IN ({})",
-            (account, kind),
-            sorted(values),
-        )
-        marks.update({(account, kind, value): position for value, position in rows})
-    return Erasures(marks)
+    named = {
+        (batch.account_id, kind, value)
+        for batch in batches
+        for event in batch.events
+        for kind, value in identifiers_of_accepted(event)
+    }
+    return Erasures(load_by_identifier(connection, "up_to_position", "erasures", named))
 
 
 def mark_erased(

@@ -160,19 +160,27 @@ def fold_lag(connection: SqlConnection, now_ms: int) -> FoldLag:
 def _load_identities(
     connection: SqlConnection, keys: Iterable[IdentityKey]
 ) -> dict[IdentityKey, int]:
-    by_group: dict[tuple[int, str], list[str]] = {}
+    return load_by_identifier(connection, "profile_id", "identities", keys)
+
+
+def load_by_identifier(
+    connection: SqlConnection, column: str, table: str, keys: Iterable[IdentityKey]
+) -> dict[IdentityKey, int]:
+    """``column`` of the rows of ``table`` (keyed by account, kind and value) that these
+    identifiers name, in one query per account and kind."""
+    by_group: dict[tuple[int, str], set[str]] = {}
     for account, kind, value in keys:
-        by_group.setdefault((account, kind), []).append(value)
+        by_group.setdefault((account, kind), set()).add(value)
     found: dict[IdentityKey, int] = {}
     for (account, kind), values in by_group.items():
         rows = select_in(
             connection,
-            "SELECT value, profile_id FROM identities WHERE account_id = ? AND kind = ?"
+            f"SELECT value, {column} FROM {table} WHERE account_id = ? AND kind = ?"
             " AND value IN ({})",
             (account, kind),
-            values,
+            sorted(values),
         )
-        found.update({(account, kind, value): profile_id for value, profile_id in rows})
+        found.update({(account, kind, value): number for value, number in rows})
     return found
 
 
