@@ -94,3 +94,20 @@ def test_serve_refuses_a_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixtu
         code = main(["serve", "--database", database(tmp_path), "--port", str(port)])
     assert code == 2
     assert f"cannot listen on 127.0.0.1:{port}: it is already in use" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("redis://localhost", ["unsupported log URL", "nats://host:4222"]),
+        ("nats://a:4222,,b:4222", ["empty server between commas"]),
+    ],
+)
+def test_bad_log_urls_fail_clearly(
+    url: str, words: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["worker", "--database", database(tmp_path), "--log", url]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("eventfold: error:")
+    for word in words:
+        assert word in error

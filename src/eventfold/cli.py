@@ -24,6 +24,7 @@ from eventfold.http.protocol import BoundedHttpToolsProtocol
 from eventfold.observability.logs import LOG_FORMATS, configure_logging
 from eventfold.settings import Settings
 from eventfold.storage import open_storage
+from eventfold.storage.base import Storage
 from eventfold.worker import FoldWorker, LogFoldWorker
 
 EXIT_USAGE = 2
@@ -147,6 +148,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if settings.workers < 1:
         raise ConfigurationError("--workers must be at least 1")
     with closing(open_storage(settings)) as storage:
+        if settings.log_url:
+            _check_log(settings, storage)
         secret = None if storage.has_keys() else storage.create_key(DEFAULT_ACCOUNT, now_ms())[1]
     _check_port_is_free(settings.host, settings.port)
     through = f" through the log {settings.log_url}" if settings.log_url else ""
@@ -236,6 +239,21 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     for failure in report.failures:
         print(f"  {failure}", file=sys.stderr)
     return 0 if report.failed == 0 else 1
+
+
+def _check_log(settings: Settings, storage: Storage) -> None:
+    """Connects to the NATS log once (making its stream), so that a wrong --log is an
+    error here rather than a failed start of every server process."""
+    import asyncio
+
+    from eventfold.storage.nats import NatsLog
+
+    async def probe() -> None:
+        log = NatsLog(settings, storage)
+        await log.connect()
+        await log.disconnect()
+
+    asyncio.run(probe())
 
 
 def _check_port_is_free(host: str, port: int) -> None:

@@ -23,6 +23,9 @@ class Case:
     name: str
     request: bytes
     status: int
+    # Where two refusals are both right and which one comes depends on how TCP splits
+    # the request (the head-size bound counts what the parser has taken).
+    or_status: int | None = None
 
 
 def http(method: str, path: str, headers: Mapping[str, str | bytes], body: bytes = b"") -> bytes:
@@ -302,7 +305,7 @@ def _protocol() -> list[Case]:
             431,
         ),
         # The HTTP parser refuses these itself, with its plain-text 400.
-        Case("URL of 100 KB", http("GET", "/api/v0/events?x=" + "a" * 100_000, {}), 400),
+        Case("URL of 100 KB", http("GET", "/api/v0/events?x=" + "a" * 100_000, {}), 400, 431),
         Case("NUL in a header", http("GET", "/healthz", {"X-A": b"a\x00b"}), 400),
         Case("Content-Length not a number", head + b"\r\nContent-Length: abc\r\n\r\n{}", 400),
         Case("negative Content-Length", head + b"\r\nContent-Length: -1\r\n\r\n{}", 400),

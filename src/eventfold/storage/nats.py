@@ -92,21 +92,29 @@ class NatsLog:
 
     async def connect(self) -> None:
         """Connects (reconnecting forever afterwards) and makes the stream and consumer."""
+        client = NatsClient()
         try:
-            self._nc = await nats.connect(
-                servers=self._servers,
-                name="eventfold",
-                connect_timeout=2,
-                reconnect_time_wait=0.5,
-                max_reconnect_attempts=-1,
-                allow_reconnect=True,
+            # Reconnects forever once connected, but the first connection has a deadline
+            # (nats-py would otherwise retry it forever too, and the server never start).
+            await asyncio.wait_for(
+                client.connect(
+                    servers=self._servers,
+                    name="eventfold",
+                    connect_timeout=2,
+                    reconnect_time_wait=1,
+                    max_reconnect_attempts=-1,
+                    error_cb=_log_error,
+                ),
+                _READY_SECONDS,
             )
-        except (OSError, nats.errors.Error) as error:
+        except (OSError, TimeoutError, nats.errors.Error) as error:
+            await client.close()
             servers = ", ".join(self._servers)
             raise ConfigurationError(
-                f"cannot reach NATS at {servers} ({error or type(error).__name__}); "
+                f"cannot reach NATS at {servers} ({str(error) or type(error).__name__}); "
                 "check --log and that the servers run with JetStream enabled"
             ) from None
+        self._nc = client
         self._js = self._nc.jetstream(timeout=5)
         # A cluster that is just starting or electing a leader answers after a while.
         deadline = asyncio.get_running_loop().time() + _READY_SECONDS
@@ -319,6 +327,12 @@ def _translated(what: str) -> Iterator[None]:
         raise StorageUnavailable(
             f"the event log (NATS JetStream) {what} ({type(error).__name__})"
         ) from None
+
+
+async def _log_error(error: Exception) -> None:
+    """NATS client errors (lost connections, refused reconnects) as one line each; the
+    client reconnects by itself and requests meanwhile get 503."""
+    logger.warning("NATS: %s", str(error) or type(error).__name__)
 
 
 def _conflict(claim: IdempotencyClaim) -> IdempotencyConflict:
