@@ -25,7 +25,7 @@ from eventfold.observability.logs import LOG_FORMATS, configure_logging
 from eventfold.settings import Settings
 from eventfold.storage import open_storage
 from eventfold.storage.base import Storage
-from eventfold.worker import FoldWorker, LogFoldWorker
+from eventfold.worker import fold_worker
 
 EXIT_USAGE = 2
 DEFAULT_ACCOUNT = "default"
@@ -185,13 +185,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(settings.log_format)
     with closing(open_storage(settings)) as storage:
-        worker: FoldWorker | LogFoldWorker = FoldWorker(storage)
-        source = ""
-        if settings.log_url:
-            from eventfold.storage.nats import NatsLog
-
-            worker = LogFoldWorker(NatsLog(settings, storage), storage)
-            source = f" from the log {settings.log_url}"
+        worker = fold_worker(settings, storage)
+        source = f" from the log {settings.log_url}" if settings.log_url else ""
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: worker.stop())
         print(f"eventfold worker: folding events{source} in {settings.database_url}", flush=True)

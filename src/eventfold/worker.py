@@ -16,7 +16,8 @@ from eventfold.errors import RetryLater
 from eventfold.storage.base import ProfileStore
 
 if TYPE_CHECKING:
-    from eventfold.bootstrap import Services
+    from eventfold.settings import Settings
+    from eventfold.storage.base import Storage
     from eventfold.storage.nats import NatsLog
 
 logger = logging.getLogger("eventfold.worker")
@@ -122,11 +123,11 @@ class LogFoldWorker:
             self._thread.join()
 
 
-def embedded_worker(services: Services) -> FoldWorker | LogFoldWorker:
-    """The fold a server runs itself: from the database, or from JetStream with a
-    connection of its own (the worker's thread has its own event loop)."""
-    if not services.settings.log_url:
-        return FoldWorker(services.storage)
+def fold_worker(settings: Settings, storage: Storage) -> FoldWorker | LogFoldWorker:
+    """The fold ``settings`` ask for: from the database, or from the JetStream log with a
+    connection of its own (run on a thread, it has an event loop of its own)."""
+    if not settings.log_url:
+        return FoldWorker(storage)
     from eventfold.storage.nats import NatsLog
 
-    return LogFoldWorker(NatsLog(services.settings, services.storage), services.storage)
+    return LogFoldWorker(NatsLog(settings, storage), storage)

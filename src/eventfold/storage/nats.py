@@ -260,7 +260,7 @@ class NatsLog:
     async def backlog(self, now_ms: int) -> FoldLag:
         """Batches in the stream not yet applied, plus anything unfolded in the database."""
         js = self._jetstream()
-        folding = self._storage.fold_lag(now_ms)
+        folding = await self._storage.backlog(now_ms)
         with _translated("does not answer"):
             stream = await js.stream_info(self._stream)
             oldest = None
