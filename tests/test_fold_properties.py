@@ -130,6 +130,7 @@ def test_sqlite_fold_in_any_chunk_size_matches_the_pure_fold(
         " VALUES (?, 1, 0, ?, ?, ?)",
         [(seq, at, e.action, msgspec.json.encode(e)) for at, seq, e in events],
     )
+    connection.execute("INSERT INTO unfolded (seq) SELECT seq FROM events")  # as appends do
     while sql_profiles.fold_pending(connection, chunk, now_ms=0):
         pass
     rows = connection.execute("SELECT id, state FROM profiles").fetchall()

@@ -184,3 +184,37 @@ def test_locked_database_is_503_with_retry_after_then_recovers(tmp_path: Path) -
     assert len(stored(storage, principal.account_id)) == 2
     other_process.close()
     storage.close()
+
+
+@pytest.mark.parametrize(
+    ("event", "path"),
+    [
+        ({"action": "a\u0000b"}, "events[0].action"),
+        ({"profileId": "p\u0000"}, "events[0].profileId"),
+        ({"tags": ["ok", "t\u0000"]}, "events[0].tags[1]"),
+        ({"products": [{"id": "\u0000"}]}, "events[0].products[0].id"),
+        ({"custom": {"numeric": [{"key": "k\u0000", "values": [1]}]}}, "events[0].custom"),
+    ],
+)
+def test_nul_in_a_name_or_id_is_400_with_its_path(
+    client: TestClient,
+    secret: str,
+    storage: Storage,
+    account_id: int,
+    event: dict[str, object],
+    path: str,
+) -> None:
+    body = json.dumps({"events": [{"action": "view", "email": "a@b.co", **event}]})
+    assert "\\u0000" in body  # JSON's only way to carry a NUL
+    response = client.post("/api/v0/events", content=body, headers=auth(secret))
+    assert path in str(assert_error(response, 400, "NUL")["message"])
+    assert stored(storage, account_id) == []
+
+
+def test_an_escaped_backslash_before_u0000_is_text_not_a_nul(
+    client: TestClient, secret: str, storage: Storage, account_id: int
+) -> None:
+    body = json.dumps({"events": [{"action": "a\\u0000", "email": "a@b.co"}]})
+    response = client.post("/api/v0/events", content=body, headers=auth(secret))
+    assert response.status_code == 202, response.text
+    assert [event["action"] for event in stored(storage, account_id)] == ["a\\u0000"]

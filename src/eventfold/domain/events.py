@@ -101,11 +101,15 @@ class WireTypes:
     product: type[Product]
 
 
-def constrained_types(limits: Limits) -> WireTypes:
+def constrained_types(limits: Limits, forbid_nul: bool = True) -> WireTypes:
     """Subclasses of the wire types whose lengths and patterns follow ``limits``, so that
-    msgspec checks them in C while decoding instead of Python checking them afterwards."""
-    # Names and ids are indexed columns too, and PostgreSQL's text cannot hold U+0000.
-    no_nul = "^[^\x00]*$"
+    msgspec checks them in C while decoding instead of Python checking them afterwards.
+
+    Names and ids are indexed columns too, and PostgreSQL's text cannot hold U+0000, so
+    they must not hold it; ``forbid_nul=False`` leaves that pattern out, for bodies known
+    to hold no NUL (see ``BatchValidator``).
+    """
+    no_nul = "^[^\x00]*$" if forbid_nul else None
     name = Annotated[
         str, msgspec.Meta(min_length=1, max_length=limits.max_name_length, pattern=no_nul)
     ]

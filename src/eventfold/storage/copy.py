@@ -48,7 +48,7 @@ def copy_database(source_url: str, target_url: str) -> dict[str, int]:
         target.execute("BEGIN")
         try:
             for table, columns in TABLES.items():
-                if table == "unfolded":  # the trigger queued every copied event
+                if table == "unfolded":  # PostgreSQL's trigger queued every copied event
                     target.execute("DELETE FROM unfolded")
                 copied[table] = _copy_table(source, target, table, columns)
             if parse_database_url(target_url).scheme == "postgresql":

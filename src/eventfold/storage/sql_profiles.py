@@ -6,8 +6,8 @@ group-commit writer's transaction, so the profile changes and the events' profil
 commit together or not at all. An event is unfolded while its ``profile_id`` is NULL:
 no "folded up to" position, since PostgreSQL's sequence numbers are not committed in
 order and a position could pass an event that commits late. The unfolded ones are also
-listed in the small ``unfolded`` table (filled by a trigger, emptied by the fold), so
-that finding them never scans the events table.
+listed in the small ``unfolded`` table (filled as events are inserted, emptied by the
+fold), so that finding them never scans the events table.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 from eventfold.errors import ConfigurationError
 from eventfold.storage.migrations import migrate_sqlite
 from eventfold.storage.sql import SqlConnection
-from eventfold.storage.sql_store import SqlStorage
+from eventfold.storage.sql_store import Row, SqlStorage
 
 
 def connect(path: Path, busy_timeout_ms: int = 5_000) -> sqlite3.Connection:
@@ -78,3 +78,12 @@ class SqliteStorage(SqlStorage):
 
     def _connect_reader(self) -> SqlConnection:
         return connect(self.path, self._busy_timeout_ms)
+
+    def _insert_events(self, connection: SqlConnection, rows: list[Row]) -> None:
+        super()._insert_events(connection, rows)
+        # One writer: the rows just inserted hold the newest sequence numbers, in a row.
+        last = connection.execute("SELECT last_insert_rowid()").fetchone()[0]
+        connection.execute(
+            "INSERT INTO unfolded (seq) SELECT seq FROM events WHERE seq > ?",
+            (last - len(rows),),
+        )
