@@ -138,3 +138,30 @@ def test_sqlite_fold_in_any_chunk_size_matches_the_pure_fold(
     assert by_people(stored) == fold_in_one_book(events)
     unfolded = connection.execute("SELECT count(*) FROM events WHERE profile_id IS NULL")
     assert unfolded.fetchone()[0] == 0
+
+
+def test_a_queue_cursor_reaches_a_late_lower_event_only_when_it_rescans() -> None:
+    """PostgreSQL can commit a lower sequence number after the fold passed it."""
+    connection = sqlite3.connect(":memory:", isolation_level=None)
+    migrate_sqlite(connection)
+    connection.execute("INSERT INTO accounts (id, name, created_at) VALUES (1, 'a', 0)")
+
+    def commit_event(seq: int) -> None:
+        body = msgspec.json.encode(FoldInput("view", email=f"p{seq}@shop.example"))
+        connection.execute(
+            "INSERT INTO events (seq, account_id, received_at, occurred_at, action, body)"
+            " VALUES (?, 1, 0, 0, 'view', ?)",
+            (seq, body),
+        )
+        connection.execute("INSERT INTO unfolded (seq) VALUES (?)", (seq,))
+
+    for seq in (10, 11, 12):
+        commit_event(seq)
+    forward, rescanning = sql_profiles.QueueCursor(), sql_profiles.QueueCursor(0.0)
+    assert sql_profiles.fold_pending(connection, 2, 0, forward) == 2
+    assert sql_profiles.fold_pending(connection, 2, 0, forward) == 1
+    commit_event(5)
+    assert sql_profiles.fold_pending(connection, 2, 0, forward) == 0
+    assert sql_profiles.fold_pending(connection, 2, 0, rescanning) == 1
+    assert connection.execute("SELECT count(*) FROM unfolded").fetchone()[0] == 0
+    assert sql_profiles.find_profile(connection, 1, "email", "p5@shop.example") is not None

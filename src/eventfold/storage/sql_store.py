@@ -70,6 +70,8 @@ class SqlStorage:
         self._all_readers: list[SqlConnection] = []
         self._readers_lock = threading.Lock()
         self._new_events = threading.Event()
+        # Late commits (PostgreSQL) wait at most this long plus a step to be folded.
+        self._fold_cursor = sql_profiles.QueueCursor(rescan_seconds=1.0)
 
     # --- what a backend provides ----------------------------------------------------
 
@@ -261,7 +263,9 @@ class SqlStorage:
         def fold(connection: SqlConnection) -> int:
             if not self._lock_fold(connection, wait=False):
                 return 0  # another process is folding; its progress is ours
-            return sql_profiles.fold_pending(connection, max_events, current_ms())
+            return sql_profiles.fold_pending(
+                connection, max_events, current_ms(), self._fold_cursor
+            )
 
         return self._fold_writer.run(fold)
 
@@ -300,10 +304,7 @@ class SqlStorage:
                 self._store_logged(connection, batch, erased)
             sql_logged.save_marks(connection, erased.learnt)
             sql_logged.record_applied(connection, batches, forget_below)
-            folded = 0
-            while step := sql_profiles.fold_pending(connection, 5_000, current_ms()):
-                folded += step
-            return folded
+            return sql_profiles.fold_all(connection, current_ms())
 
         rows = sum(len(batch.events) for batch in batches)
         return self._fold_writer.run(apply, rows=max(1, rows))
