@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.batches import batch_body
-from bench.ceilings import http_ceiling, storage_ceiling
+from bench.ceilings import http_ceiling, postgres_storage_ceiling, sqlite_storage_ceiling
 from bench.runner import FULL, QUICK, run_nats, run_postgres, run_sqlite
 
 
@@ -53,18 +53,15 @@ def main() -> None:
         body_file = Path(folder) / "batch-100.json"
         body_file.write_bytes(batch_body(100))
         http = http_ceiling(body_file, plan.connections, plan.seconds) * 100
-        storage = storage_ceiling(body_file.read_bytes(), plan.seconds)
-    best = max(
-        row["events_per_second"]
-        for row in results["sqlite"]["sweep_100"]
-        + [r for r in results["sqlite"]["by_batch_size"] if r["batch_size"] == 100]
-    )
-    lower = min(http, storage)
+        storage = sqlite_storage_ceiling(body_file.read_bytes(), plan.seconds)
+        postgres = postgres_storage_ceiling(body_file.read_bytes(), plan.seconds, args.postgres)
+    best = _best_100_event_rate(results["sqlite"])
     results["ceilings"] = {
         "http_202_no_work_events_per_second": round(http),
         "in_process_validate_and_store_events_per_second": round(storage),
         "eventfold_100_event_batches_events_per_second": best,
-        "ratio_to_lower_ceiling": round(best / lower, 2),
+        "ratio_to_lower_ceiling": round(best / min(http, storage), 2),
+        "postgres_in_process_validate_and_store": postgres,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2))
@@ -75,6 +72,11 @@ def main() -> None:
 
         draw(results["sqlite"]["sweep_100"], args.chart)
         print(f"chart written to {args.chart}")
+
+
+def _best_100_event_rate(mode: dict[str, Any]) -> int:
+    rows = mode["sweep_100"] + [r for r in mode["by_batch_size"] if r["batch_size"] == 100]
+    return max(int(row["events_per_second"]) for row in rows)
 
 
 def _machine() -> dict[str, Any]:
@@ -119,6 +121,13 @@ def _table(results: dict[str, Any]) -> str:
         f"{ceilings['in_process_validate_and_store_events_per_second']} events/s",
         f"eventfold (SQLite) / lower ceiling: {ceilings['ratio_to_lower_ceiling']}",
     ]
+    postgres = ceilings["postgres_in_process_validate_and_store"]
+    if "skipped" not in postgres:
+        lines.append(
+            f"ceiling (b) validate + store in-process (PostgreSQL): "
+            f"{postgres['events_per_second']} events/s, PostgreSQL's own CPU "
+            f"{postgres['postgres_cpu_us_per_event']} µs an event"
+        )
     return "\n".join(lines)
 
 

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.load import run_wrk
-from bench.processes import free_port, wait_until_listening
+from bench.processes import (
+    PostgresUnreachable,
+    free_port,
+    fresh_postgres_database,
+    wait_until_listening,
+)
 from eventfold.clock import now_ms
 from eventfold.domain.limits import Limits
 from eventfold.domain.validation import BatchValidator
+from eventfold.storage.postgres import PostgresStorage
+from eventfold.storage.sql_store import SqlStorage
 from eventfold.storage.sqlite import SqliteStorage
 
 
@@ -32,26 +41,71 @@ def http_ceiling(body_file: Path, connections: int, seconds: float) -> float:
     return result.accepted_per_second
 
 
-def storage_ceiling(body: bytes, seconds: float, concurrency: int = 32) -> float:
-    """(b) Events/s decoded, validated and durably stored in-process, with no HTTP."""
+def storage_ceiling(
+    body: bytes, seconds: float, storage: SqlStorage, concurrency: int = 32
+) -> float:
+    """(b) Events/s decoded, validated and durably stored in-process, with no HTTP and
+    no fold, into ``storage`` (a fresh database)."""
     validator = BatchValidator(Limits())
+    storage.create_key("bench", now_ms())
+    stored = 0
+
+    async def client(deadline: float) -> None:
+        nonlocal stored
+        while time.monotonic() < deadline:
+            events = validator.validate(body, now_ms())
+            await storage.append(1, now_ms(), events)
+            stored += len(events)
+
+    async def drive() -> float:
+        started = time.monotonic()
+        await asyncio.gather(*(client(started + seconds) for _ in range(concurrency)))
+        return time.monotonic() - started
+
+    elapsed = asyncio.run(drive())
+    return stored / elapsed
+
+
+def sqlite_storage_ceiling(body: bytes, seconds: float) -> float:
     with tempfile.TemporaryDirectory() as folder:
         storage = SqliteStorage(Path(folder) / "ceiling.db")
-        storage.create_key("bench", now_ms())
-        stored = 0
+        try:
+            return storage_ceiling(body, seconds, storage)
+        finally:
+            storage.close()
 
-        async def client(deadline: float) -> None:
-            nonlocal stored
-            while time.monotonic() < deadline:
-                events = validator.validate(body, now_ms())
-                await storage.append(1, now_ms(), events)
-                stored += len(events)
 
-        async def drive() -> float:
-            started = time.monotonic()
-            await asyncio.gather(*(client(started + seconds) for _ in range(concurrency)))
-            return time.monotonic() - started
+def postgres_storage_ceiling(body: bytes, seconds: float, server: str) -> dict[str, Any]:
+    """Ceiling (b) on a new PostgreSQL database, with the CPU time PostgreSQL's own
+    processes spent per event meanwhile (when they run on this machine)."""
+    try:
+        with fresh_postgres_database(server) as url:
+            storage = PostgresStorage(url)
+            try:
+                cpu_before = cpu_seconds_of("postgres")
+                rate = storage_ceiling(body, seconds, storage)
+                postgres_cpu = cpu_seconds_of("postgres") - cpu_before
+            finally:
+                storage.close()
+    except PostgresUnreachable as error:
+        return {"skipped": str(error)}
+    return {
+        "events_per_second": round(rate),
+        "postgres_cpu_us_per_event": round(postgres_cpu / (rate * seconds) * 1e6, 1)
+        if postgres_cpu
+        else None,
+    }
 
-        elapsed = asyncio.run(drive())
-        storage.close()
-    return stored / elapsed
+
+def cpu_seconds_of(program: str) -> float:
+    """User + system CPU seconds so far of this machine's processes named ``program``."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, _, rest = stat.read_text().partition(") ")
+        except OSError:
+            continue  # gone meanwhile
+        if name.endswith(f"({program}"):
+            fields = rest.split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")

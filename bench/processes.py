@@ -7,6 +7,9 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +97,27 @@ def read_all_events(url: str, secret: str) -> list[dict[str, Any]]:
             if page["nextCursor"] is None:
                 return events
             params["cursor"] = page["nextCursor"]
+
+
+class PostgresUnreachable(Exception):
+    pass
+
+
+@contextmanager
+def fresh_postgres_database(server: str) -> Iterator[str]:
+    """The URL of a new database on the PostgreSQL server at ``server``, dropped after."""
+    import psycopg
+
+    name = f"eventfold_bench_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(f"{server}/postgres", autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as error:
+        raise PostgresUnreachable(
+            f"PostgreSQL at {server} is not reachable: {str(error).strip()}"
+        ) from None
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"{server}/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

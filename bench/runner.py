@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import tempfile
 import threading
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,15 @@ from bench.batches import batch_body
 from bench.freshness import probe, summary
 from bench.load import LoadResult, run_wrk
 from bench.nats_cluster import NatsCluster, nats_server_binary
-from bench.processes import create_key, free_port, peak_rss_mb, start_server, wait_for_fold
+from bench.processes import (
+    PostgresUnreachable,
+    create_key,
+    free_port,
+    fresh_postgres_database,
+    peak_rss_mb,
+    start_server,
+    wait_for_fold,
+)
 
 
 @dataclass
@@ -90,20 +97,12 @@ def run_postgres(plan: Plan, server: str, nats: NatsCluster | None = None) -> di
     """The plan on a new database on the PostgreSQL server at ``server`` (dropped after),
     with a JetStream log when ``nats`` is given; ``{"skipped": ...}`` when the server
     cannot be reached."""
-    import psycopg
-
-    name = f"eventfold_bench_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(f"{server}/postgres", autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as error:
-        return {"skipped": f"PostgreSQL at {server} is not reachable: {str(error).strip()}"}
     env = {"EVENTFOLD_LOG_URL": nats.url} if nats is not None else {}
-    with admin, tempfile.TemporaryDirectory() as folder:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            return run_mode(plan, f"{server}/{name}", Path(folder), env)
-        finally:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    try:
+        with fresh_postgres_database(server) as url, tempfile.TemporaryDirectory() as folder:
+            return run_mode(plan, url, Path(folder), env)
+    except PostgresUnreachable as error:
+        return {"skipped": str(error)}
 
 
 def run_nats(plan: Plan, server: str, sync_always: bool = True) -> dict[str, Any]:
