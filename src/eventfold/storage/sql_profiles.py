@@ -80,15 +80,22 @@ def fold_pending(
 ) -> int:
     """Folds the next unfolded events (after ``cursor``, if given) in acceptance order;
     returns how many."""
-    # The queue's slice first, then its events by key: a join let PostgreSQL merge the
-    # queue with the events' whole key index, from the oldest event on.
-    rows = connection.execute(
-        "SELECT seq, account_id, occurred_at, body FROM events WHERE seq IN"
-        " (SELECT seq FROM unfolded WHERE seq > ? ORDER BY seq LIMIT ?) ORDER BY seq",
+    # The queue's slice first, then its events by key, always: given one query,
+    # PostgreSQL merged the queue with the events' whole key index from the oldest event
+    # on, or scanned the whole table.
+    seqs = connection.execute(
+        "SELECT seq FROM unfolded WHERE seq > ? ORDER BY seq LIMIT ?",
         (cursor.start() if cursor is not None else 0, max_events),
     ).fetchall()
-    if not rows:
+    if not seqs:
         return 0
+    rows = select_in(
+        connection,
+        "SELECT seq, account_id, occurred_at, body FROM events WHERE seq IN ({})",
+        (),
+        [row[0] for row in seqs],
+    )
+    rows.sort()
     events = [(seq, account, at, _fold_input.decode(body)) for seq, account, at, body in rows]
     keys = {
         (account, *identifier) for _, account, _, e in events for identifier in identifiers_of(e)
@@ -107,11 +114,11 @@ def fold_pending(
         book.fold(account, event, at, seq)
     book.settle()
     _save(connection, book, now_ms)
-    execute_values(connection, "DELETE FROM unfolded WHERE seq IN ({})", [row[:1] for row in rows])
+    execute_values(connection, "DELETE FROM unfolded WHERE seq IN ({})", seqs)
     _set_state(connection, _LAST_PROFILE_ID, last_id)
     if cursor is not None:
-        cursor.moved_to(rows[-1][0])
-    return len(rows)
+        cursor.moved_to(seqs[-1][0])
+    return len(seqs)
 
 
 def fold_all(connection: SqlConnection, now_ms: int) -> int:
