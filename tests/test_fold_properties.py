@@ -136,7 +136,7 @@ def test_sqlite_fold_in_any_chunk_size_matches_the_pure_fold(
     rows = connection.execute("SELECT id, state FROM profiles").fetchall()
     stored = {pid: msgspec.json.decode(state, type=ProfileState) for pid, state in rows}
     assert by_people(stored) == fold_in_one_book(events)
-    unfolded = connection.execute("SELECT count(*) FROM unfolded")
+    unfolded = connection.execute("SELECT count(*) FROM events WHERE profile_id IS NULL")
     assert unfolded.fetchone()[0] == 0
 
 

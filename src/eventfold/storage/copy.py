@@ -24,7 +24,7 @@ TABLES: dict[str, tuple[str, ...]] = {
         "revoked_at",
         "rate_limit",
     ),
-    "events": ("seq", *EVENT_COLUMNS),
+    "events": ("seq", *EVENT_COLUMNS, "profile_id"),
     "profiles": ("id", "account_id", "state", "updated_at"),
     "identities": ("account_id", "kind", "value", "profile_id"),
     "fold_state": ("name", "value"),

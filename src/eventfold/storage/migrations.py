@@ -29,17 +29,6 @@ LOGGED_BATCHES = """
     )
 """
 
-# The fold no longer writes each event's profile id (see ``sql_profiles``): a person's
-# events are found by their identifiers instead. The same on both backends.
-EVENTS_BY_IDENTIFIER = """
-    DROP INDEX events_by_profile;
-    ALTER TABLE events DROP COLUMN profile_id;
-    CREATE INDEX events_by_email ON events(account_id, email) WHERE email IS NOT NULL;
-    CREATE INDEX events_by_phone ON events(account_id, phone) WHERE phone IS NOT NULL;
-    CREATE INDEX events_by_profile_ref ON events(account_id, profile_ref)
-        WHERE profile_ref IS NOT NULL
-"""
-
 SQLITE_MIGRATIONS: tuple[Step, ...] = (
     # 1: keys, accounts and the event log.
     """
@@ -117,8 +106,6 @@ SQLITE_MIGRATIONS: tuple[Step, ...] = (
     # row trigger inside the group commit's savepoints cut inserts from about 140k to 50k
     # rows/s (measured: 100-event batches, 20 a transaction).
     "DROP TRIGGER events_to_fold",
-    # 7: see EVENTS_BY_IDENTIFIER.
-    EVENTS_BY_IDENTIFIER,
 )
 
 
@@ -197,8 +184,6 @@ POSTGRES_MIGRATIONS: tuple[Step, ...] = (
     ),
     # 3: see LOGGED_BATCHES.
     LOGGED_BATCHES,
-    # 4: see EVENTS_BY_IDENTIFIER.
-    EVENTS_BY_IDENTIFIER,
 )
 
 

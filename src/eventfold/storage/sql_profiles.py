@@ -2,17 +2,12 @@
 (``?`` placeholders; the PostgreSQL connection translates them).
 
 Each function runs on a connection the caller owns; the write ones run inside the
-group-commit writer's transaction, so a step's profile changes and its emptying of the
-queue commit together or not at all. An event is unfolded while its sequence number is
-in the small ``unfolded`` table (filled as events are inserted, emptied by the fold): no
-"folded up to" position, since PostgreSQL's sequence numbers are not committed in order
-and a position could pass an event that commits late.
-
-Events are never rewritten by the fold: a folded event belongs to the profile its
-identifiers name (the fold links all of an event's identifiers to one profile, merges
-move identifiers, erasure deletes identifiers and events together). Writing each
-event's profile id back cost a quarter of a fold step on SQLite and a third on
-PostgreSQL, where every such update rewrote the row and its index entries.
+group-commit writer's transaction, so the profile changes and the events' profile ids
+commit together or not at all. An event is unfolded while its ``profile_id`` is NULL:
+no "folded up to" position, since PostgreSQL's sequence numbers are not committed in
+order and a position could pass an event that commits late. The unfolded ones are also
+listed in the small ``unfolded`` table (filled as events are inserted, emptied by the
+fold), so that finding them never scans the events table.
 """
 
 from __future__ import annotations
@@ -34,18 +29,6 @@ _state_encoder = msgspec.json.Encoder()
 _LAST_PROFILE_ID = "last_profile_id"
 _IN_LIST_SIZE = 500
 _MAX_PARAMETERS = 2_000  # per statement; both databases allow far more, plans stay small
-_PERSON_COLUMNS = {"email": "email", "phoneNumber": "phone", "profileId": "profile_ref"}
-# The profile an event of ``events e`` was folded into (NULL while it is unfolded): the
-# one its first identifier names.
-_PROFILE_OF_EVENT = (
-    "CASE WHEN e.seq IN (SELECT seq FROM unfolded) THEN NULL ELSE coalesce("
-    + ", ".join(
-        f"(SELECT profile_id FROM identities WHERE account_id = e.account_id"
-        f" AND kind = '{kind}' AND value = e.{column})"
-        for kind, column in _PERSON_COLUMNS.items()
-    )
-    + ") END"
-)
 
 
 class QueueCursor:
@@ -81,8 +64,8 @@ def fold_pending(
     """Folds the next unfolded events (after ``cursor``, if given) in acceptance order;
     returns how many."""
     # The queue's slice first, then its events by key, always: given one query,
-    # PostgreSQL merged the queue with the events' whole key index from the oldest event
-    # on, or scanned the whole table.
+    # PostgreSQL's plan followed the tables' statistics, and it merged the queue with the
+    # events' whole key index from the oldest event on, or scanned the whole table.
     seqs = connection.execute(
         "SELECT seq FROM unfolded WHERE seq > ? ORDER BY seq LIMIT ?",
         (cursor.start() if cursor is not None else 0, max_events),
@@ -110,10 +93,15 @@ def fold_pending(
         return last_id
 
     book = ProfileBook(identities, states, allocate_id)
-    for seq, account, at, event in events:
-        book.fold(account, event, at, seq)
+    assignments = [(book.fold(account, event, at, seq), seq) for seq, account, at, event in events]
     book.settle()
     _save(connection, book, now_ms)
+    execute_values(
+        connection,
+        "WITH folded (seq, profile_id) AS (VALUES {}) UPDATE events SET profile_id ="
+        " folded.profile_id FROM folded WHERE events.seq = folded.seq",
+        [(seq, book.final_id(profile_id)) for profile_id, seq in assignments],
+    )
     execute_values(connection, "DELETE FROM unfolded WHERE seq IN ({})", seqs)
     _set_state(connection, _LAST_PROFILE_ID, last_id)
     if cursor is not None:
@@ -142,13 +130,7 @@ def erase_person(
     rows = connection.execute(
         "SELECT kind, value FROM identities WHERE profile_id = ?", (profile_id,)
     ).fetchall()
-    for other_kind, other_value in rows:
-        # Folded events only: one committed since the fold above is the next profile's.
-        connection.execute(
-            f"DELETE FROM events WHERE account_id = ? AND {_PERSON_COLUMNS[other_kind]} = ?"
-            " AND seq NOT IN (SELECT seq FROM unfolded)",
-            (account_id, other_value),
-        )
+    connection.execute("DELETE FROM events WHERE profile_id = ?", (profile_id,))
     connection.execute("DELETE FROM identities WHERE profile_id = ?", (profile_id,))
     connection.execute("DELETE FROM profiles WHERE id = ?", (profile_id,))
     return {(kind, value), *((row[0], row[1]) for row in rows)}
@@ -163,6 +145,9 @@ def find_profile(
         (account_id, kind, value),
     ).fetchone()
     return (row[0], _state_decoder.decode(row[1])) if row else None
+
+
+_PERSON_COLUMNS = {"email": "email", "phoneNumber": "phone", "profileId": "profile_ref"}
 
 
 def list_events(connection: SqlConnection, query: EventQuery) -> list[StoredEvent]:
@@ -185,22 +170,15 @@ def list_events(connection: SqlConnection, query: EventQuery) -> list[StoredEven
         params.append(query.end_ms)
     if query.person is not None:
         kind, value = query.person
-        # Events naming any identifier of the person's profile, and events not yet
-        # folded that name this identifier.
-        person = (
-            "(SELECT profile_id FROM identities WHERE account_id = ? AND kind = ? AND value = ?)"
+        # Folded events by their profile; events not yet folded by the identifier itself.
+        clauses.append(
+            f"(profile_id = (SELECT profile_id FROM identities WHERE account_id = ? AND kind = ?"
+            f" AND value = ?) OR (profile_id IS NULL AND {_PERSON_COLUMNS[kind]} = ?))"
         )
-        named = [
-            f"{column} IN (SELECT value FROM identities WHERE account_id = ? AND kind = '{other}'"
-            f" AND profile_id = {person})"
-            for other, column in _PERSON_COLUMNS.items()
-        ]
-        clauses.append(f"({' OR '.join(named)} OR {_PERSON_COLUMNS[kind]} = ?)")
-        params.extend([query.account_id, query.account_id, kind, value] * len(named))
-        params.append(value)
+        params.extend([query.account_id, kind, value, value])
     rows = connection.execute(
-        f"SELECT seq, received_at, body, {_PROFILE_OF_EVENT} FROM events e"
-        f" WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ?",
+        f"SELECT seq, received_at, body, profile_id FROM events WHERE {' AND '.join(clauses)}"
+        " ORDER BY seq DESC LIMIT ?",
         (*params, query.limit),
     )
     return [StoredEvent(seq, received, bytes(body), pid) for seq, received, body, pid in rows]
@@ -211,7 +189,7 @@ def event_profiles(
 ) -> dict[int, int | None]:
     rows = select_in(
         connection,
-        f"SELECT seq, {_PROFILE_OF_EVENT} FROM events e WHERE account_id = ? AND seq IN ({{}})",
+        "SELECT seq, profile_id FROM events WHERE account_id = ? AND seq IN ({})",
         (account_id,),
         sorted(seqs),
     )
@@ -300,6 +278,7 @@ def _save(connection: SqlConnection, book: ProfileBook, now_ms: int) -> None:
         connection.execute(
             "UPDATE identities SET profile_id = ? WHERE profile_id = ?", (final, dead)
         )
+        connection.execute("UPDATE events SET profile_id = ? WHERE profile_id = ?", (final, dead))
         connection.execute("DELETE FROM profiles WHERE id = ?", (dead,))
     execute_values(
         connection,
