@@ -104,11 +104,11 @@ class PostgresUnreachable(Exception):
 
 
 @contextmanager
-def fresh_postgres_database(server: str) -> Iterator[str]:
+def fresh_postgres_database(server: str, prefix: str = "eventfold_bench") -> Iterator[str]:
     """The URL of a new database on the PostgreSQL server at ``server``, dropped after."""
     import psycopg
 
-    name = f"eventfold_bench_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
         admin = psycopg.connect(f"{server}/postgres", autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as error:

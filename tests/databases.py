@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from bench.processes import PostgresUnreachable, fresh_postgres_database
 
 POSTGRES_SERVER = os.environ.get("EVENTFOLD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 BACKENDS = ("sqlite", "postgres")
@@ -21,21 +22,13 @@ def fresh_database(backend: str, folder: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{folder / f'eventfold-{uuid.uuid4().hex[:8]}.db'}"
         return
-    import psycopg
-
-    name = f"eventfold_test_{uuid.uuid4().hex[:12]}"
     try:
-        admin = psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as error:
+        with fresh_postgres_database(POSTGRES_SERVER, "eventfold_test") as url:
+            yield url
+    except PostgresUnreachable as error:
         if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_SERVER}: {error}")
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_SERVER}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"{POSTGRES_SERVER}/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            pytest.fail(str(error))
+        pytest.skip(str(error))
 
 
 @contextmanager
