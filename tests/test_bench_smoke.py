@@ -26,6 +26,9 @@ def test_benchmark_quick_run_writes_figures(tmp_path: Path) -> None:
     assert all(row["events_per_second"] > 0 and row["failed"] == 0 for row in rows)
     assert figures["sqlite"]["server_peak_rss_mb"] > 0
     assert figures["ceilings"]["ratio_to_lower_ceiling"] > 0
+    postgres_ceiling = figures["ceilings"]["postgres_in_process_validate_and_store"]
+    assert postgres_ceiling["events_per_second"] > 0  # CI has PostgreSQL
+    assert postgres_ceiling["postgres_cpu_us_per_event"] > 0  # and runs it on this machine
     assert figures["postgres"]["sweep_100"][0]["events_per_second"] > 0  # CI has PostgreSQL
     assert figures["nats"]["sweep_100"][0]["events_per_second"] > 0  # nats-server in .venv
     assert chart.read_bytes().startswith(b"\x89PNG")
