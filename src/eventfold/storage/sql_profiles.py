@@ -39,7 +39,9 @@ class QueueCursor:
     one, and slowed from 4 to 60 ms over a 100k-event backlog. So a step starts after
     the last event the step before it folded. PostgreSQL can commit a lower sequence
     number after a higher one was folded, so a cursor with ``rescan_seconds`` starts
-    from the beginning again that often; a cursor without only moves forward.
+    from the beginning again that often; a cursor without only moves forward. (A step
+    whose transaction rolls back has moved its cursor all the same: the rescan is also
+    what brings those events back.)
     """
 
     def __init__(self, rescan_seconds: float | None = None) -> None:
