@@ -14,6 +14,7 @@ from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
+from eventfold.domain.languages import ISO_639_1_PATTERN
 from eventfold.domain.limits import Limits
 
 # Structs forbid unknown fields so that the fast path notices when an event carries
@@ -109,7 +110,8 @@ def constrained_types(limits: Limits, forbid_nul: bool = True) -> WireTypes:
     they must not hold it; ``forbid_nul=False`` leaves that pattern out, for bodies known
     to hold no NUL (see ``BatchValidator``).
     """
-    no_nul = "^[^\x00]*$" if forbid_nul else None
+    # \Z, not $: "$" also matches before a trailing newline ("en\n" passed).
+    no_nul = "^[^\x00]*\\Z" if forbid_nul else None
     name = Annotated[
         str, msgspec.Meta(min_length=1, max_length=limits.max_name_length, pattern=no_nul)
     ]
@@ -117,7 +119,6 @@ def constrained_types(limits: Limits, forbid_nul: bool = True) -> WireTypes:
     identifier = Annotated[
         str, msgspec.Meta(min_length=1, max_length=limits.max_string_length, pattern=no_nul)
     ]
-    locale = Annotated[str, msgspec.Meta(pattern="^[A-Za-z]{2}$")]
 
     def list_of(item: Any) -> Any:
         return GenericAlias(list, (item,))  # list[item], for a class made at run time
@@ -136,6 +137,8 @@ def constrained_types(limits: Limits, forbid_nul: bool = True) -> WireTypes:
             ("date", list_of(date_field), []),
         ],
     )
+    # Checked against ISO 639-1 in ``validation``; the pattern only tells the document.
+    locale = Annotated[str, msgspec.Meta(extra_json_schema={"pattern": ISO_639_1_PATTERN})]
     product = subclass(Product, [("id", identifier | Int64), ("custom", custom | None, None)])
     event = subclass(
         Event,

@@ -22,18 +22,20 @@ from eventfold.domain.events import (
     constrained_types,
 )
 from eventfold.domain.identity import EMAIL_RULE, PHONE_RULE, normalise_email, normalise_phone
+from eventfold.domain.languages import ISO_639_1
 from eventfold.domain.limits import Limits
 from eventfold.domain.moments import as_utc, from_epoch_ms, to_epoch_ms
 from eventfold.errors import FieldError, InvalidRequest, PayloadTooLarge
 
 MAX_REPORTED_ERRORS = 100
+LOCALE_RULE = "a two-letter ISO 639-1 language code such as 'en' or 'bg' (any case)"
 # What a field must be, said after msgspec's own words when its type or length is wrong.
 _FIELD_HINTS = {
     "action": "the name of what happened, e.g. 'purchase'",
     "email": "an email address string",
     "phoneNumber": "a phone number string like '+359888123456'",
     "profileId": "the shop's own id of the person, a string",
-    "locale": "a two-letter ISO 639-1 language code such as 'en' or 'bg'",
+    "locale": LOCALE_RULE,
     "products": 'a list of objects like {"id": "123"}',
     "custom": 'an object like {"string": [{"key": "color", "values": ["red"]}]} with lists '
     '"string", "numeric" and "date" only',
@@ -165,6 +167,8 @@ class BatchValidator:
             )
         if event.locale is not None:
             event.locale = event.locale.lower()
+            if event.locale not in ISO_639_1:
+                problems.add(f"{path}.locale", f"{_shown(event.locale)} is not {LOCALE_RULE}")
         for product in event.products:
             if type(product.id) is int:
                 product.id = str(product.id)
@@ -259,7 +263,7 @@ def _split_unknown_fields(
 def _locate(path: str, error: msgspec.ValidationError) -> tuple[str, str]:
     """Turns msgspec's "Expected `str`, got `int` - at `$[0].id`" into our path and text."""
     text, _, where = str(error).partition(" - at `$")
-    text = text.replace("`str` matching regex '^[^\\x00]*$'", "no NUL character (U+0000)")
+    text = text.replace("`str` matching regex '^[^\\x00]*\\\\Z'", "no NUL character (U+0000)")
     return path + where.rstrip("`"), text[:1].lower() + text[1:]
 
 
