@@ -10,6 +10,7 @@ from eventfold.http.openapi import build_openapi
 from eventfold.observability import metrics
 from eventfold.services.auth import Authenticator
 from eventfold.services.debug_feed import DebugFeed, RejectionRing
+from eventfold.services.fold_lag import FoldLagGauge
 from eventfold.services.ingest import IngestService
 from eventfold.services.profiles import ProfileService
 from eventfold.settings import Settings
@@ -25,6 +26,7 @@ class Services:
     authenticator: Authenticator
     ingest: IngestService
     profiles: ProfileService
+    fold_lag: FoldLagGauge
     openapi: dict[str, Any]
     rejections: RejectionRing
     debug_feed: DebugFeed
@@ -36,6 +38,7 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
     validator = BatchValidator(settings.limits)
     rejections = RejectionRing()
     log = open_log(settings, storage)
+    fold_lag = FoldLagGauge(log)
     return Services(
         settings=settings,
         storage=storage,
@@ -44,10 +47,12 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
         ingest=IngestService(
             log,
             validator,
+            fold_lag,
             settings.idempotency_window_seconds,
             settings.max_fold_lag_events,
         ),
         profiles=ProfileService(storage, log),
+        fold_lag=fold_lag,
         openapi=build_openapi(validator.types),
         rejections=rejections,
         debug_feed=DebugFeed(storage, rejections),

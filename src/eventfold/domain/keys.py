@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 
 SECRET_PREFIX = "efsk_"  # noqa: S105 - a prefix, not a secret
 KEY_ID_PREFIX = "key_"
+# The prefix, then 32 bytes in URL-safe base64 without padding: 43 characters.
+_SECRET_SHAPE = re.compile(re.escape(SECRET_PREFIX) + r"[A-Za-z0-9_-]{43}")
 
 
 def generate_secret() -> str:
     """A new secret key: the prefix and 32 random bytes, URL-safe base64."""
     return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def is_well_formed_secret(secret: str) -> bool:
+    """Whether ``secret`` has the shape of a key ``generate_secret`` makes; others are
+    refused without a look-up."""
+    return _SECRET_SHAPE.fullmatch(secret) is not None
 
 
 def generate_key_id() -> str:

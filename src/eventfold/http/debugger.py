@@ -37,7 +37,7 @@ async def reference_page(request: Request) -> Response:
 
 
 async def debugger_stream(request: Request) -> Response:
-    principal = authenticate(request)
+    principal = await authenticate(request)
     return StreamingResponse(
         _feed(request, principal),
         media_type="text/event-stream",

@@ -23,7 +23,7 @@ async def post_events(request: Request) -> Response:
     settings = services.settings
     principal = None
     try:
-        principal = authenticate(request)
+        principal = await authenticate(request)
         gzipped = check_json_content_type(request)
         body = await read_body(
             request, settings.limits.max_body_bytes, gzipped, settings.body_timeout_seconds
@@ -44,7 +44,7 @@ async def post_events(request: Request) -> Response:
 
 async def get_events(request: Request) -> Response:
     services: Services = request.app.state.services
-    principal = authenticate(request)
+    principal = await authenticate(request)
     query = request.query_params
     person = None
     if any(kind in query for kind in PERSON_KINDS):

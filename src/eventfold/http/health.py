@@ -16,7 +16,7 @@ async def healthz(request: Request) -> Response:
     """200 while the process runs; the lag is null when the database cannot tell it."""
     services: Services = request.app.state.services
     try:
-        lag = await services.profiles.lag()
+        lag = await services.fold_lag.current()
     except RetryLater:
         return json_response(Health("ok", None))
     return json_response(Health("ok", Lag(lag.events, round(lag.seconds, 3))))
@@ -27,7 +27,7 @@ async def readyz(request: Request) -> Response:
     services: Services = request.app.state.services
     bound = services.settings.ready_max_lag_seconds
     try:
-        lag = await services.profiles.lag()
+        lag = await services.fold_lag.current()
     except Exception as error:
         return json_response(
             Readiness(
@@ -55,6 +55,6 @@ async def readyz(request: Request) -> Response:
 async def prometheus_metrics(request: Request) -> Response:
     services: Services = request.app.state.services
     body, content_type = metrics.exposition(
-        await services.profiles.lag(), services.settings.metrics_dir
+        await services.fold_lag.current(), services.settings.metrics_dir
     )
     return Response(body, media_type=content_type)

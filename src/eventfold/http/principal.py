@@ -8,8 +8,8 @@ from eventfold.bootstrap import Services
 from eventfold.storage.base import Principal
 
 
-def authenticate(request: Request) -> Principal:
+async def authenticate(request: Request) -> Principal:
     services: Services = request.app.state.services
-    principal = services.authenticator.authenticate(request.headers.get("authorization"))
+    principal = await services.authenticator.authenticate(request.headers.get("authorization"))
     request.state.account = principal.account_name
     return principal

@@ -19,7 +19,7 @@ def person_in_query(request: Request) -> tuple[str, str]:
 
 async def get_profile(request: Request) -> Response:
     services: Services = request.app.state.services
-    principal = authenticate(request)
+    principal = await authenticate(request)
     # Reads run on the thread pool: a database server's round trip must not stall the loop.
     profile = await run_in_threadpool(
         services.profiles.get_profile, principal, person_in_query(request)
@@ -29,6 +29,6 @@ async def get_profile(request: Request) -> Response:
 
 async def delete_profile(request: Request) -> Response:
     services: Services = request.app.state.services
-    principal = authenticate(request)
+    principal = await authenticate(request)
     await services.profiles.erase(principal, person_in_query(request))
     return json_response({}, status_code=202)

@@ -7,14 +7,13 @@ import hashlib
 from eventfold.clock import now_ms
 from eventfold.domain.validation import BatchValidator
 from eventfold.errors import EventfoldError, InvalidRequest, Overloaded
+from eventfold.services.fold_lag import FoldLagGauge
 from eventfold.services.rate_limit import RateLimiter
 from eventfold.storage.base import EventLog, IdempotencyClaim, Principal
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 # Expired idempotency keys are deleted at most this often.
 _FORGET_EVERY_MS = 60_000
-# The fold's lag is read at most this often for backpressure.
-_LAG_CHECK_EVERY_MS = 500
 
 
 class IngestService:
@@ -22,17 +21,17 @@ class IngestService:
         self,
         log: EventLog,
         validator: BatchValidator,
+        fold_lag: FoldLagGauge,
         idempotency_window_seconds: int,
         max_fold_lag_events: int,
     ) -> None:
         self._log = log
+        self._fold_lag = fold_lag
         self._validator = validator
         self._window_ms = idempotency_window_seconds * 1000
         self._max_fold_lag_events = max_fold_lag_events
         self._rate_limiter = RateLimiter()
         self._forgotten_at_ms = 0
-        self._lag_checked_at_ms = 0
-        self._fold_lag_events = 0
 
     async def accept_batch(
         self, principal: Principal, body: bytes, idempotency_key: str | None = None
@@ -45,7 +44,7 @@ class IngestService:
         body stores nothing and returns as if it had.
         """
         received_at_ms = now_ms()
-        await self._refuse_if_fold_is_behind(received_at_ms)
+        await self._refuse_if_fold_is_behind()
         claim = self._claim(idempotency_key, body, received_at_ms)
         events = self._validator.validate(body, received_at_ms)
         try:
@@ -69,14 +68,12 @@ class IngestService:
             self._log.forget_idempotency_keys(now - self._window_ms)
         return IdempotencyClaim(key, hashlib.sha256(body).digest(), now - self._window_ms)
 
-    async def _refuse_if_fold_is_behind(self, now: int) -> None:
+    async def _refuse_if_fold_is_behind(self) -> None:
         """Backpressure: past the bound, new batches wait instead of the backlog growing."""
-        if now - self._lag_checked_at_ms >= _LAG_CHECK_EVERY_MS:
-            self._lag_checked_at_ms = now
-            self._fold_lag_events = (await self._log.backlog(now)).events
-        if self._fold_lag_events > self._max_fold_lag_events:
+        behind = (await self._fold_lag.current()).events
+        if behind > self._max_fold_lag_events:
             raise Overloaded(
-                f"the fold into profiles is {self._fold_lag_events} events behind (limit "
+                f"the fold into profiles is {behind} events behind (limit "
                 f"{self._max_fold_lag_events}); nothing was stored, retry in a few seconds",
                 retry_after=5,
             )

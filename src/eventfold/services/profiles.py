@@ -10,14 +10,12 @@ from typing import Any
 
 import msgspec
 
-from eventfold.clock import now_ms
 from eventfold.domain.moments import iso_from_ms, to_epoch_ms
 from eventfold.domain.profile import ProfileView, profile_view
 from eventfold.errors import InvalidRequest, NotFound
 from eventfold.storage.base import (
     EventLog,
     EventQuery,
-    FoldLag,
     Principal,
     ProfileStore,
     StoredEvent,
@@ -77,10 +75,6 @@ class ProfileService:
         events = self._store.list_events(query)
         next_cursor = _encode_cursor(events[limit - 1].seq) if len(events) > limit else None
         return {"events": [event_view(e) for e in events[:limit]], "nextCursor": next_cursor}
-
-    async def lag(self) -> FoldLag:
-        """How far the profiles are behind what was accepted (log and fold)."""
-        return await self._log.backlog(now_ms())
 
 
 def public_profile_id(profile_id: int) -> str:

@@ -7,9 +7,11 @@ kept from running twice at once, and which of its errors mean "unavailable".
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -43,6 +45,8 @@ EVENT_COLUMNS = (
     "body",
 )
 Row = tuple[Any, ...]
+# How long reads fail at once after the database did not answer one.
+_RECONNECT_PAUSE_SECONDS = 1.0
 logger = logging.getLogger("eventfold.storage")
 
 
@@ -69,6 +73,8 @@ class SqlStorage:
         self._readers = threading.local()
         self._all_readers: list[SqlConnection] = []
         self._readers_lock = threading.Lock()
+        self._unreachable_until = 0.0
+        self._unreachable_because: Exception = ConnectionError("not connected yet")
         self._new_events = threading.Event()
         # Late commits (PostgreSQL) wait at most this long plus a step to be folded.
         self._fold_cursor = sql_profiles.QueueCursor(rescan_seconds=1.0)
@@ -109,9 +115,12 @@ class SqlStorage:
         """This thread's reader connection; a lost one is dropped and the read is a 503."""
         connection: SqlConnection | None = getattr(self._readers, "connection", None)
         if connection is None:
+            if time.monotonic() < self._unreachable_until:
+                raise storage_unavailable(self._unreachable_because)
             try:
                 connection = self._connect_reader()
             except self._read_errors as error:
+                self._note_unreachable(error)
                 raise storage_unavailable(error) from None
             self._readers.connection = connection
             with self._readers_lock:
@@ -120,7 +129,15 @@ class SqlStorage:
             yield connection
         except self._read_errors as error:
             self._readers.connection = None
+            self._note_unreachable(error)
             raise storage_unavailable(error) from None
+
+    def _note_unreachable(self, error: Exception) -> None:
+        """After a failed read, new reader connections are not tried for a moment: with
+        the database down, requests fail at once instead of each waiting out a connect
+        timeout (5 s on PostgreSQL)."""
+        self._unreachable_because = error
+        self._unreachable_until = time.monotonic() + _RECONNECT_PAUSE_SECONDS
 
     # --- keys -----------------------------------------------------------------------
 
@@ -224,7 +241,7 @@ class SqlStorage:
         )
 
     async def backlog(self, now_ms: int) -> FoldLag:
-        return self.fold_lag(now_ms)
+        return await asyncio.to_thread(self.fold_lag, now_ms)
 
     async def erasure_bound(self) -> int | None:
         return None
