@@ -42,6 +42,10 @@ class WriteSession(Protocol):
     def in_transaction(self) -> bool:
         """Whether a transaction is open (a database may roll one back by itself)."""
 
+    def connection_lost(self) -> bool:
+        """Whether the connection to the database is gone: a COMMIT that failed that way
+        may or may not have taken effect."""
+
     def close(self) -> None:
         """Closes the connection."""
 
@@ -61,6 +65,18 @@ def storage_unavailable(error: Exception) -> StorageUnavailable:
     """The client-facing form of a database's failure to write (full, locked, down)."""
     return StorageUnavailable(
         f"the event store cannot take writes right now ({error}); nothing was stored, retry later"
+    )
+
+
+class _CommitOutcomeUnknown(Exception):
+    """The connection was lost while COMMIT was in flight."""
+
+
+def _outcome_unknown(error: BaseException) -> StorageUnavailable:
+    return StorageUnavailable(
+        f"the connection to the database was lost while committing ({error}); the batch may "
+        "or may not have been stored: retry with the same Idempotency-Key, which stores it "
+        "at most once"
     )
 
 
@@ -155,6 +171,8 @@ class GroupCommitWriter:
                 queued.future.set_exception(job_failure)
 
     def _translate(self, error: Exception) -> Exception:
+        if isinstance(error, _CommitOutcomeUnknown):
+            return _outcome_unknown(error.__cause__ or error)
         if isinstance(error, self._session.storage_errors):
             return storage_unavailable(error)
         return error
@@ -176,6 +194,11 @@ class GroupCommitWriter:
                 session.execute("ROLLBACK TO SAVEPOINT job")
                 outcomes.append((queued, None, self._translate(error)))
             session.execute("RELEASE SAVEPOINT job")
-        session.execute("COMMIT")
+        try:
+            session.execute("COMMIT")
+        except session.storage_errors as error:
+            if session.connection_lost():
+                raise _CommitOutcomeUnknown(str(error)) from error
+            raise
         self.commits += 1
         return outcomes

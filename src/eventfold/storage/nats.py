@@ -231,7 +231,8 @@ class NatsLog:
                     raise StorageUnavailable(
                         "the event log (NATS JetStream) did not confirm the batch in "
                         f"{self._settings.nats_publish_timeout_seconds:g} s "
-                        f"({type(error).__name__}); retry with the same Idempotency-Key"
+                        f"({type(error).__name__}); it may or may not have been stored: "
+                        "retry with the same Idempotency-Key, which stores it at most once"
                     ) from None
                 await asyncio.sleep(0.2)
 

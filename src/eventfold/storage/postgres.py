@@ -81,10 +81,14 @@ class PostgresSession:
         self._raw.execute("BEGIN")
 
     def in_transaction(self) -> bool:
-        raw = self._raw
-        if raw is None or raw.closed or raw.broken:
+        if self.connection_lost():
             return False
-        return raw.info.transaction_status != TransactionStatus.IDLE
+        assert self._raw is not None
+        return self._raw.info.transaction_status != TransactionStatus.IDLE
+
+    def connection_lost(self) -> bool:
+        raw = self._raw
+        return raw is None or raw.closed or raw.broken
 
     def close(self) -> None:
         if self._raw is not None:

@@ -48,6 +48,9 @@ class SqliteSession:
     def in_transaction(self) -> bool:
         return self._connection.in_transaction
 
+    def connection_lost(self) -> bool:
+        return False  # a local file: a failed COMMIT is rolled back from the WAL
+
     def close(self) -> None:
         self._connection.close()
 
