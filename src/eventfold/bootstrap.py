@@ -16,6 +16,7 @@ from eventfold.services.profiles import ProfileService
 from eventfold.settings import Settings
 from eventfold.storage import open_log, open_storage
 from eventfold.storage.base import EventLog, Storage
+from eventfold.worker import FoldWorker, LogFoldWorker, fold_worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,8 @@ class Services:
     ingest: IngestService
     profiles: ProfileService
     fold_lag: FoldLagGauge
+    # The fold loop this process runs (``serve`` with the fold in the server), or None.
+    fold_worker: FoldWorker | LogFoldWorker | None
     openapi: dict[str, Any]
     rejections: RejectionRing
     debug_feed: DebugFeed
@@ -38,7 +41,7 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
     validator = BatchValidator(settings.limits)
     rejections = RejectionRing()
     log = open_log(settings, storage)
-    fold_lag = FoldLagGauge(log)
+    fold_lag = FoldLagGauge(log, settings.fold_lag_cache_seconds)
     return Services(
         settings=settings,
         storage=storage,
@@ -53,6 +56,7 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
         ),
         profiles=ProfileService(storage, log),
         fold_lag=fold_lag,
+        fold_worker=fold_worker(settings, storage) if settings.fold_in_server else None,
         openapi=build_openapi(validator.types),
         rejections=rejections,
         debug_feed=DebugFeed(storage, rejections),

@@ -1,8 +1,11 @@
-"""The fold worker: reads accepted events in order and folds them into profiles.
+"""The fold loops: read accepted events and fold them into profiles, for ever.
 
-It runs as a thread inside ``eventfold serve`` (the embedded default) or as its own
-process (``eventfold worker``). Its progress commits with each fold step, so it can be
-stopped or killed at any moment and started again without skipping or repeating events.
+They run as a thread inside ``eventfold serve`` (the embedded default) or in their own
+process (``eventfold worker``). Progress commits with each fold step, so a loop can be
+stopped or killed at any moment and started again without skipping or repeating
+events. A loop never dies of an error: it logs it, reports it in its ``FoldHealth``
+(``/healthz``, ``/readyz``), waits and tries again; an event that cannot be folded is
+quarantined by ``FoldService`` so the others go on.
 """
 
 from __future__ import annotations
@@ -12,12 +15,12 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from eventfold.errors import RetryLater
-from eventfold.storage.base import ProfileStore
+from eventfold.observability import metrics
+from eventfold.services.fold import FoldHealth, FoldService, describe
 
 if TYPE_CHECKING:
     from eventfold.settings import Settings
-    from eventfold.storage.base import Storage
+    from eventfold.storage.base import ProfileStore, Storage
     from eventfold.storage.nats import NatsLog
 
 logger = logging.getLogger("eventfold.worker")
@@ -29,6 +32,10 @@ MAX_FETCH_BATCHES = 200
 FETCH_BYTES = 8 * 1024 * 1024
 
 
+def _fold_service(store: ProfileStore) -> FoldService:
+    return FoldService(store, on_quarantine=lambda seq, reason: metrics.observe_quarantined())
+
+
 class FoldWorker:
     def __init__(
         self,
@@ -37,22 +44,30 @@ class FoldWorker:
         idle_poll_seconds: float = IDLE_POLL_SECONDS,
     ) -> None:
         self._store = store
+        self._fold = _fold_service(store)
         self._batch_size = batch_size
         self._idle_poll_seconds = idle_poll_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.health = FoldHealth()
 
     def run(self) -> None:
         """Folds until ``stop`` is called; waits for new events when caught up."""
-        while not self._stop.is_set():
-            try:
-                folded = self._store.fold_pending(self._batch_size)
-            except RetryLater as error:
-                logger.warning("fold step failed, retrying: %s", error.message)
-                self._stop.wait(RETRY_SECONDS)
-                continue
-            if folded < self._batch_size:
-                self._store.wait_for_events(self._idle_poll_seconds)
+        self.health.running = True
+        try:
+            while not self._stop.is_set():
+                try:
+                    folded = self._fold.fold_pending(self._batch_size)
+                except Exception as error:
+                    self.health.failed(error)
+                    logger.warning("fold step failed, retrying: %s", describe(error))
+                    self._stop.wait(RETRY_SECONDS)
+                    continue
+                self.health.succeeded()
+                if folded < self._batch_size:
+                    self._store.wait_for_events(self._idle_poll_seconds)
+        finally:
+            self.health.running = False
 
     def start(self) -> None:
         """Runs the worker on a daemon thread of this process."""
@@ -74,27 +89,39 @@ class LogFoldWorker:
     A crash before the commit leaves the batches unacknowledged, and JetStream hands
     them to a worker again after the ack wait; a crash between the commit and the
     acknowledgement redelivers batches whose positions are recorded, which are skipped.
+    When folding the applied batches fails while the database answers, they are applied
+    without folding and the database's queue is folded by ``FoldService``, which
+    quarantines what cannot be folded.
     """
 
     def __init__(self, log: NatsLog, store: ProfileStore) -> None:
         self._log = log
         self._store = store
+        self._fold = _fold_service(store)
         self._fetch_batches = MAX_FETCH_BATCHES
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.health = FoldHealth()
 
     async def run_async(self) -> None:
         """Connects and folds until ``stop`` is called."""
-        await self._log.connect()
+        self.health.running = True
         try:
-            while not self._stop.is_set():
-                try:
-                    await self._step()
-                except RetryLater as error:
-                    logger.warning("log fold step failed, retrying: %s", error.message)
-                    await asyncio.sleep(RETRY_SECONDS)
+            await self._log.connect()
+            try:
+                while not self._stop.is_set():
+                    try:
+                        await self._step()
+                    except Exception as error:
+                        self.health.failed(error)
+                        logger.warning("log fold step failed, retrying: %s", describe(error))
+                        await asyncio.sleep(RETRY_SECONDS)
+                        continue
+                    self.health.succeeded()
+            finally:
+                await self._log.disconnect()
         finally:
-            await self._log.disconnect()
+            self.health.running = False
 
     async def _step(self) -> None:
         fetched = await self._log.fetch(self._fetch_batches, timeout=IDLE_POLL_SECONDS * 5)
@@ -106,7 +133,15 @@ class LogFoldWorker:
         self._fetch_batches = max(1, min(MAX_FETCH_BATCHES, int(FETCH_BYTES / average)))
         forget_below = await self._log.first_position()
         batches = [batch for batch, _ in fetched]
-        await asyncio.to_thread(self._store.apply_logged, batches, forget_below)
+        try:
+            await asyncio.to_thread(self._store.apply_logged, batches, forget_below)
+        except Exception as error:
+            if not await asyncio.to_thread(self._store.database_answers):
+                raise
+            logger.warning("folding applied batches failed, folding them apart: %s", error)
+            await asyncio.to_thread(self._store.apply_logged, batches, forget_below, False)
+            while await asyncio.to_thread(self._fold.fold_pending, FOLD_BATCH_SIZE):
+                pass
         await self._log.acknowledge([message for _, message in fetched])
 
     def run(self) -> None:

@@ -24,7 +24,6 @@ from eventfold.http.profiles import delete_profile, get_profile
 from eventfold.http.responses import json_response
 from eventfold.observability.logs import configure_logging
 from eventfold.settings import Settings
-from eventfold.worker import fold_worker
 
 
 class EventsEndpoint(HTTPEndpoint):
@@ -45,8 +44,7 @@ def create_app(services: Services, close_storage_on_shutdown: bool = False) -> S
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await services.log.connect()
-        settings, storage = services.settings, services.storage
-        worker = fold_worker(settings, storage) if settings.fold_in_server else None
+        worker = services.fold_worker
         if worker is not None:
             worker.start()
         yield

@@ -7,19 +7,36 @@ from starlette.responses import Response
 
 from eventfold.bootstrap import Services
 from eventfold.errors import RetryLater
-from eventfold.http.openapi import Health, Lag, Readiness
+from eventfold.http.openapi import FoldLoop, Health, Lag, Readiness
 from eventfold.http.responses import json_response
 from eventfold.observability import metrics
+from eventfold.storage.base import FoldLag
+
+# /readyz fails when this process's fold loop has failed for longer than this.
+FOLD_STALLED_SECONDS = 5.0
+
+
+def _fold_loop(services: Services) -> FoldLoop | None:
+    worker = services.fold_worker
+    if worker is None:
+        return None
+    health = worker.health
+    return FoldLoop(health.running, round(health.failing_for(), 3), health.last_error)
+
+
+def _lag(lag: FoldLag) -> Lag:
+    return Lag(lag.events, round(lag.seconds, 3), lag.quarantined)
 
 
 async def healthz(request: Request) -> Response:
     """200 while the process runs; the lag is null when the database cannot tell it."""
     services: Services = request.app.state.services
+    fold = _fold_loop(services)
     try:
         lag = await services.fold_lag.current()
     except RetryLater:
-        return json_response(Health("ok", None))
-    return json_response(Health("ok", Lag(lag.events, round(lag.seconds, 3))))
+        return json_response(Health("ok", None, fold))
+    return json_response(Health("ok", _lag(lag), fold))
 
 
 async def readyz(request: Request) -> Response:
@@ -38,7 +55,19 @@ async def readyz(request: Request) -> Response:
             ),
             503,
         )
-    shown = Lag(lag.events, round(lag.seconds, 3))
+    shown = _lag(lag)
+    fold = _fold_loop(services)
+    if fold is not None and (not fold.running or fold.failingForSeconds > FOLD_STALLED_SECONDS):
+        state = "stopped" if not fold.running else f"failing for {fold.failingForSeconds:.1f} s"
+        return json_response(
+            Readiness(
+                "not ready",
+                database="ok",
+                lag=shown,
+                message=f"the fold loop is {state} ({fold.lastError})",
+            ),
+            503,
+        )
     if lag.seconds > bound:
         return json_response(
             Readiness(

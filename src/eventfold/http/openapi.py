@@ -29,11 +29,21 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
 class Lag(msgspec.Struct):
     events: int
     seconds: float
+    quarantined: int = 0  # events set aside by the fold (eventfold fold quarantine list)
+
+
+class FoldLoop(msgspec.Struct):
+    """The fold loop of this process, where it runs one."""
+
+    running: bool
+    failingForSeconds: float
+    lastError: str | None
 
 
 class Health(msgspec.Struct):
     status: str
     lag: Lag | None
+    fold: FoldLoop | None = None
 
 
 class Readiness(msgspec.Struct):

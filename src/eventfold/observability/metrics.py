@@ -53,6 +53,10 @@ COMMIT_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
 
+FOLD_QUARANTINED = Counter(
+    "eventfold_fold_quarantined", "Events the fold set aside because they could not be folded"
+)
+
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
     REQUESTS.labels(route, method, str(status)).inc()
@@ -68,6 +72,10 @@ def observe_rejected(reason: str, events: int) -> None:
     BATCHES_REJECTED.labels(reason).inc()
     if events:
         EVENTS_REJECTED.labels(reason).inc(events)
+
+
+def observe_quarantined() -> None:
+    FOLD_QUARANTINED.inc()
 
 
 def observe_commit(jobs: int, seconds: float) -> None:
@@ -93,6 +101,11 @@ class FoldLagCollector(Collector):
             "eventfold_fold_lag_seconds",
             "How long the oldest unfolded event has waited",
             value=lag.seconds,
+        )
+        yield GaugeMetricFamily(
+            "eventfold_fold_quarantined_events",
+            "Events set aside now because they could not be folded (eventfold fold quarantine)",
+            value=lag.quarantined,
         )
 
 

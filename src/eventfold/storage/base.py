@@ -67,6 +67,17 @@ class EventQuery:
 class FoldLag:
     events: int
     seconds: float
+    quarantined: int = 0  # events set aside because they failed to fold
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedEvent:
+    """An event the fold set aside, and why."""
+
+    seq: int
+    account_id: int
+    error: str
+    quarantined_at_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +161,26 @@ class ProfileStore(Protocol):
         """Folds up to ``max_events`` unfolded events, in acceptance order, with the
         progress committed in the same transaction; returns how many it folded."""
 
+    def pending_events(self, max_events: int) -> list[int]:
+        """The sequence numbers of the oldest unfolded events (at most ``max_events``)."""
+
+    def fold_events(self, seqs: Sequence[int]) -> int:
+        """Folds exactly these events (those still unfolded) in one transaction; returns
+        how many it folded."""
+
+    def quarantine(self, seq: int, error: str) -> None:
+        """Sets an event that cannot be folded aside with its error, off the fold's queue."""
+
+    def quarantined(self, limit: int) -> list[QuarantinedEvent]:
+        """The events set aside, oldest first."""
+
+    def release_quarantined(self, seqs: Sequence[int] | None = None) -> int:
+        """Puts quarantined events (all, or these) back on the fold's queue."""
+
+    def database_answers(self) -> bool:
+        """Whether the database answers a trivial query now (to tell a poison event from
+        an outage)."""
+
     def wait_for_events(self, timeout: float) -> None:
         """Blocks until new events may have been stored, or ``timeout`` seconds pass."""
 
@@ -168,11 +199,14 @@ class ProfileStore(Protocol):
         folded or not yet folded; with ``log_position``, also the person's batches up to
         that position of an external log that are not applied yet (``apply_logged``)."""
 
-    def apply_logged(self, batches: Sequence[LoggedBatch], forget_below: int) -> int:
+    def apply_logged(
+        self, batches: Sequence[LoggedBatch], forget_below: int, fold: bool = True
+    ) -> int:
         """Stores and folds batches read from an external log, in one transaction that
         also records their positions, so a batch delivered again is skipped; positions
         below ``forget_below`` can no longer come back and are forgotten. Returns how
-        many events it folded."""
+        many events it folded. With ``fold`` false, the events wait in the database's
+        queue for ``fold_pending``."""
 
     def idempotency_hash(self, account_id: int, key: str) -> bytes | None:
         """The body hash stored under an idempotency key, if the key is known."""

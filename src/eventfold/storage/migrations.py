@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Callable
 
 from eventfold.errors import ConfigurationError
+from eventfold.storage.identity_keys import POSTGRES_REWRITE, SQLITE_REWRITE, indexed_value
 
 # A step is a script of ";"-separated statements, or a tuple of statements (for bodies
 # that hold semicolons themselves: triggers, functions).
@@ -32,6 +33,26 @@ LOGGED_BATCHES = """
 # The clean-up of expired idempotency keys (every minute) finds them by age instead of
 # scanning the whole table on the writer.
 IDEMPOTENCY_KEYS_BY_AGE = "CREATE INDEX idempotency_keys_by_age ON idempotency_keys(created_at)"
+
+# Events that failed to fold for a reason that did not go away, set aside with the error
+# so the fold goes on with everything else (``eventfold fold quarantine``).
+QUARANTINE = """
+    CREATE TABLE quarantined_events (
+        seq BIGINT PRIMARY KEY,
+        account_id BIGINT NOT NULL,
+        error TEXT NOT NULL,
+        quarantined_at BIGINT NOT NULL
+    )
+"""
+
+
+def _long_identifiers_by_digest(rewrite: str) -> Step:
+    return (
+        QUARANTINE,
+        rewrite.format(table="identities"),
+        rewrite.format(table="erasures"),
+    )
+
 
 SQLITE_MIGRATIONS: tuple[Step, ...] = (
     # 1: keys, accounts and the event log.
@@ -112,6 +133,8 @@ SQLITE_MIGRATIONS: tuple[Step, ...] = (
     "DROP TRIGGER events_to_fold",
     # 7: see IDEMPOTENCY_KEYS_BY_AGE.
     IDEMPOTENCY_KEYS_BY_AGE,
+    # 8: see QUARANTINE and storage/identity_keys.py.
+    _long_identifiers_by_digest(SQLITE_REWRITE),
 )
 
 
@@ -192,6 +215,8 @@ POSTGRES_MIGRATIONS: tuple[Step, ...] = (
     LOGGED_BATCHES,
     # 4: see IDEMPOTENCY_KEYS_BY_AGE.
     IDEMPOTENCY_KEYS_BY_AGE,
+    # 5: see QUARANTINE and storage/identity_keys.py.
+    _long_identifiers_by_digest(POSTGRES_REWRITE),
 )
 
 
@@ -221,6 +246,7 @@ def migrate_sqlite(connection: sqlite3.Connection) -> int:
     """Brings the schema up to date; returns the version it is at."""
     connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     current = connection.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
+    connection.create_function("eventfold_indexed_value", 1, indexed_value, deterministic=True)
 
     def run_step(version: int, statements: list[str]) -> None:
         connection.execute("BEGIN IMMEDIATE")

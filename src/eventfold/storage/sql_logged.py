@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 
 from eventfold.domain.events import AcceptedEvent
 from eventfold.storage.base import LoggedBatch
+from eventfold.storage.identity_keys import indexed_value
 from eventfold.storage.sql import SqlConnection
 from eventfold.storage.sql_profiles import load_by_identifier, select_in
 
@@ -97,5 +98,8 @@ def save_marks(connection: SqlConnection, marks: dict[tuple[int, str, str], int]
         " ON CONFLICT (account_id, kind, value) DO UPDATE SET up_to_position ="
         " CASE WHEN excluded.up_to_position > erasures.up_to_position"
         " THEN excluded.up_to_position ELSE erasures.up_to_position END",
-        [(*key, position) for key, position in marks.items()],
+        [
+            (account, kind, indexed_value(value), position)
+            for (account, kind, value), position in marks.items()
+        ],
     )

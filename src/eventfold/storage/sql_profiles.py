@@ -20,7 +20,8 @@ import msgspec
 
 from eventfold.domain.profile import FoldInput, ProfileState, identifiers_of
 from eventfold.domain.profile_book import IdentityKey, ProfileBook
-from eventfold.storage.base import EventQuery, FoldLag, StoredEvent
+from eventfold.storage.base import EventQuery, FoldLag, QuarantinedEvent, StoredEvent
+from eventfold.storage.identity_keys import indexed_value
 from eventfold.storage.sql import SqlConnection
 
 _fold_input = msgspec.json.Decoder(FoldInput)
@@ -29,6 +30,7 @@ _state_encoder = msgspec.json.Encoder()
 _LAST_PROFILE_ID = "last_profile_id"
 _IN_LIST_SIZE = 500
 _MAX_PARAMETERS = 2_000  # per statement; both databases allow far more, plans stay small
+_MAX_ERROR_LENGTH = 2_000
 
 
 class QueueCursor:
@@ -65,20 +67,37 @@ def fold_pending(
 ) -> int:
     """Folds the next unfolded events (after ``cursor``, if given) in acceptance order;
     returns how many."""
+    seqs = pending_events(connection, max_events, cursor.start() if cursor is not None else 0)
+    if not seqs:
+        return 0
+    fold_events(connection, seqs, now_ms)
+    if cursor is not None:
+        cursor.moved_to(seqs[-1])
+    return len(seqs)
+
+
+def pending_events(connection: SqlConnection, max_events: int, after: int = 0) -> list[int]:
+    """The sequence numbers of the next unfolded events after ``after``, oldest first."""
+    rows = connection.execute(
+        "SELECT seq FROM unfolded WHERE seq > ? ORDER BY seq LIMIT ?", (after, max_events)
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def fold_events(connection: SqlConnection, seqs: Sequence[int], now_ms: int) -> int:
+    """Folds these events (those of them still unfolded) into their profiles and takes
+    them off the queue; returns how many it folded."""
     # The queue's slice first, then its events by key, always: given one query,
     # PostgreSQL's plan followed the tables' statistics, and it merged the queue with the
     # events' whole key index from the oldest event on, or scanned the whole table.
-    seqs = connection.execute(
-        "SELECT seq FROM unfolded WHERE seq > ? ORDER BY seq LIMIT ?",
-        (cursor.start() if cursor is not None else 0, max_events),
-    ).fetchall()
-    if not seqs:
+    queued = select_in(connection, "SELECT seq FROM unfolded WHERE seq IN ({})", (), sorted(seqs))
+    if not queued:
         return 0
     rows = select_in(
         connection,
         "SELECT seq, account_id, occurred_at, body FROM events WHERE seq IN ({})",
         (),
-        [row[0] for row in seqs],
+        sorted(row[0] for row in queued),
     )
     rows.sort()
     events = [(seq, account, at, _fold_input.decode(body)) for seq, account, at, body in rows]
@@ -104,11 +123,47 @@ def fold_pending(
         " folded.profile_id FROM folded WHERE events.seq = folded.seq",
         [(seq, book.final_id(profile_id)) for profile_id, seq in assignments],
     )
-    execute_values(connection, "DELETE FROM unfolded WHERE seq IN ({})", seqs)
+    execute_values(connection, "DELETE FROM unfolded WHERE seq IN ({})", queued)
     _set_state(connection, _LAST_PROFILE_ID, last_id)
-    if cursor is not None:
-        cursor.moved_to(seqs[-1][0])
-    return len(seqs)
+    return len(queued)
+
+
+def quarantine(connection: SqlConnection, seq: int, error: str, now_ms: int) -> None:
+    """Takes the event off the fold's queue and sets it aside with the error."""
+    connection.execute(
+        "INSERT INTO quarantined_events (seq, account_id, error, quarantined_at)"
+        " SELECT seq, account_id, ?, ? FROM events WHERE seq = ?"
+        " ON CONFLICT (seq) DO UPDATE SET error = excluded.error,"
+        " quarantined_at = excluded.quarantined_at",
+        (error[:_MAX_ERROR_LENGTH], now_ms, seq),
+    )
+    connection.execute("DELETE FROM unfolded WHERE seq = ?", (seq,))
+
+
+def release_quarantined(connection: SqlConnection, seqs: Sequence[int] | None) -> int:
+    """Puts quarantined events (all, or these) back on the fold's queue; returns how many."""
+    # Always a WHERE: SQLite cannot parse INSERT ... SELECT ... ON CONFLICT without one.
+    where, parameters = " WHERE 1 = 1", tuple(seqs or ())
+    if seqs is not None:
+        where = f" WHERE seq IN ({', '.join('?' * len(seqs))})" if seqs else " WHERE 1 = 0"
+    connection.execute(
+        f"INSERT INTO unfolded (seq) SELECT seq FROM quarantined_events{where}"
+        " ON CONFLICT (seq) DO NOTHING",
+        parameters,
+    )
+    released: int = connection.execute(
+        f"DELETE FROM quarantined_events{where}", parameters
+    ).rowcount
+    return released
+
+
+def quarantined(connection: SqlConnection, limit: int) -> list[QuarantinedEvent]:
+    rows = connection.execute(
+        "SELECT seq, account_id, error, quarantined_at FROM quarantined_events ORDER BY seq"
+        " LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [QuarantinedEvent(*row) for row in rows]
 
 
 def fold_all(connection: SqlConnection, now_ms: int) -> int:
@@ -144,7 +199,7 @@ def find_profile(
     row = connection.execute(
         "SELECT p.id, p.state FROM identities i JOIN profiles p ON p.id = i.profile_id"
         " WHERE i.account_id = ? AND i.kind = ? AND i.value = ?",
-        (account_id, kind, value),
+        (account_id, kind, indexed_value(value)),
     ).fetchone()
     return (row[0], _state_decoder.decode(row[1])) if row else None
 
@@ -177,7 +232,7 @@ def list_events(connection: SqlConnection, query: EventQuery) -> list[StoredEven
             f"(profile_id = (SELECT profile_id FROM identities WHERE account_id = ? AND kind = ?"
             f" AND value = ?) OR (profile_id IS NULL AND {_PERSON_COLUMNS[kind]} = ?))"
         )
-        params.extend([query.account_id, kind, value, value])
+        params.extend([query.account_id, kind, indexed_value(value), value])
     rows = connection.execute(
         f"SELECT seq, received_at, body, profile_id FROM events WHERE {' AND '.join(clauses)}"
         " ORDER BY seq DESC LIMIT ?",
@@ -199,13 +254,15 @@ def event_profiles(
 
 
 def fold_lag(connection: SqlConnection, now_ms: int) -> FoldLag:
-    """Counts the queue of unfolded events (as long as the backlog, no longer)."""
+    """Counts the queue of unfolded events (as long as the backlog, no longer) and the
+    quarantine (short)."""
     behind = connection.execute("SELECT count(*) FROM unfolded").fetchone()
     oldest = connection.execute(
         "SELECT e.received_at FROM events e WHERE e.seq = (SELECT min(seq) FROM unfolded)"
     ).fetchone()
+    set_aside = connection.execute("SELECT count(*) FROM quarantined_events").fetchone()
     waited = max(0.0, (now_ms - oldest[0]) / 1000) if oldest else 0.0
-    return FoldLag(events=int(behind[0]), seconds=waited)
+    return FoldLag(events=int(behind[0]), seconds=waited, quarantined=int(set_aside[0]))
 
 
 def _load_identities(
@@ -217,11 +274,11 @@ def _load_identities(
 def load_by_identifier(
     connection: SqlConnection, column: str, table: str, keys: Iterable[IdentityKey]
 ) -> dict[IdentityKey, int]:
-    """``column`` of the rows of ``table`` (keyed by account, kind and value) that these
-    identifiers name, in one query per account and kind."""
-    by_group: dict[tuple[int, str], set[str]] = {}
+    """``column`` of the rows of ``table`` (keyed by account, kind and indexed value)
+    that these identifiers name, in one query per account and kind."""
+    by_group: dict[tuple[int, str], dict[str, str]] = {}
     for account, kind, value in keys:
-        by_group.setdefault((account, kind), set()).add(value)
+        by_group.setdefault((account, kind), {})[indexed_value(value)] = value
     found: dict[IdentityKey, int] = {}
     for (account, kind), values in by_group.items():
         rows = select_in(
@@ -231,7 +288,7 @@ def load_by_identifier(
             (account, kind),
             sorted(values),
         )
-        found.update({(account, kind, value): number for value, number in rows})
+        found.update({(account, kind, values[stored]): number for stored, number in rows})
     return found
 
 
@@ -286,7 +343,10 @@ def _save(connection: SqlConnection, book: ProfileBook, now_ms: int) -> None:
         connection,
         "INSERT INTO identities (account_id, kind, value, profile_id) VALUES {}"
         " ON CONFLICT (account_id, kind, value) DO UPDATE SET profile_id = excluded.profile_id",
-        [(*key, profile_id) for key, profile_id in book.changed_identities.items()],
+        [
+            (account, kind, indexed_value(value), profile_id)
+            for (account, kind, value), profile_id in book.changed_identities.items()
+        ],
     )
     execute_values(
         connection,

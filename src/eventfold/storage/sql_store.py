@@ -29,6 +29,7 @@ from eventfold.storage.base import (
     KeyRecord,
     LoggedBatch,
     Principal,
+    QuarantinedEvent,
     StoredEvent,
 )
 from eventfold.storage.group_commit import GroupCommitWriter, WriteSession, storage_unavailable
@@ -286,6 +287,41 @@ class SqlStorage:
 
         return self._fold_writer.run(fold)
 
+    def pending_events(self, max_events: int) -> list[int]:
+        with self._reading() as connection:
+            return sql_profiles.pending_events(connection, max_events)
+
+    def fold_events(self, seqs: Sequence[int]) -> int:
+        def fold(connection: SqlConnection) -> int:
+            self._lock_fold(connection, wait=True)
+            return sql_profiles.fold_events(connection, seqs, current_ms())
+
+        return self._fold_writer.run(fold, rows=max(1, len(seqs)))
+
+    def quarantine(self, seq: int, error: str) -> None:
+        self._fold_writer.run(
+            lambda connection: sql_profiles.quarantine(connection, seq, error, current_ms())
+        )
+
+    def quarantined(self, limit: int) -> list[QuarantinedEvent]:
+        with self._reading() as connection:
+            return sql_profiles.quarantined(connection, limit)
+
+    def release_quarantined(self, seqs: Sequence[int] | None = None) -> int:
+        released: int = self._fold_writer.run(
+            lambda connection: sql_profiles.release_quarantined(connection, seqs)
+        )
+        self.wake_waiters()
+        return released
+
+    def database_answers(self) -> bool:
+        try:
+            with self._reading() as connection:
+                connection.execute("SELECT 1").fetchone()
+        except Exception:
+            return False
+        return True
+
     def wait_for_events(self, timeout: float) -> None:
         self._new_events.wait(timeout)
         self._new_events.clear()
@@ -310,7 +346,9 @@ class SqlStorage:
 
         await self._fold_writer.submit(erase)
 
-    def apply_logged(self, batches: Sequence[LoggedBatch], forget_below: int) -> int:
+    def apply_logged(
+        self, batches: Sequence[LoggedBatch], forget_below: int, fold: bool = True
+    ) -> int:
         def apply(connection: SqlConnection) -> int:
             # Under the fold's lock: one worker at a time applies, and an erasure sees
             # either none or all of a step's events.
@@ -321,7 +359,7 @@ class SqlStorage:
                 self._store_logged(connection, batch, erased)
             sql_logged.save_marks(connection, erased.learnt)
             sql_logged.record_applied(connection, batches, forget_below)
-            return sql_profiles.fold_all(connection, current_ms())
+            return sql_profiles.fold_all(connection, current_ms()) if fold else 0
 
         rows = sum(len(batch.events) for batch in batches)
         return self._fold_writer.run(apply, rows=max(1, rows))

@@ -1,0 +1,159 @@
+"""Poison never blocks the fold: an event that cannot be folded is set aside with its
+error, everything else folds on, and an operator can retry it once the cause is fixed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from eventfold.cli import main
+from eventfold.clock import now_ms
+from eventfold.errors import StorageUnavailable
+from eventfold.services.fold import FoldService
+from eventfold.settings import Settings
+from eventfold.storage.base import Storage
+from eventfold.storage.sqlite import SqliteStorage
+from tests.conftest import auth, post_events, wait_for_fold
+
+POISON = "poison@example.com"
+
+
+@contextmanager
+def poisoned(database_url: str) -> Iterator[None]:
+    """A database that refuses to file the identifier POISON (a constraint added by an
+    operator, say) until the block ends."""
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        connection = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+        connection.execute(
+            f"CREATE TRIGGER poison BEFORE INSERT ON identities WHEN NEW.value = '{POISON}'"
+            " BEGIN SELECT RAISE(ABORT, 'this identifier is refused'); END"
+        )
+        try:
+            yield
+        finally:
+            connection.execute("DROP TRIGGER poison")
+            connection.close()
+        return
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute(
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN RAISE EXCEPTION 'this identifier is refused'; END $$"
+        )
+        connection.execute(
+            "CREATE TRIGGER poison BEFORE INSERT ON identities FOR EACH ROW"
+            f" WHEN (NEW.value = '{POISON}') EXECUTE FUNCTION refuse_poison()"
+        )
+        try:
+            yield
+        finally:
+            connection.execute("DROP TRIGGER poison ON identities")
+            connection.execute("DROP FUNCTION refuse_poison()")
+
+
+def profile_status(client: TestClient, secret: str, email: str) -> int:
+    response = client.get("/api/v0/profiles", params={"email": email}, headers=auth(secret))
+    return response.status_code
+
+
+def test_a_poison_event_is_quarantined_and_the_other_accounts_events_fold_within_two_seconds(
+    client: TestClient, storage: Storage, settings: Settings, secret: str
+) -> None:
+    other = storage.create_key("other", now_ms())[1]
+    with poisoned(settings.database_url):
+        post_events(client, secret, {"action": "view", "email": POISON})
+        post_events(client, other, {"action": "view", "email": "fine@example.com"})
+        posted = time.monotonic()
+        while profile_status(client, other, "fine@example.com") != 200:
+            assert time.monotonic() - posted < 2, "the other account's event did not fold"
+            time.sleep(0.02)
+        wait_for_fold(client)
+        [set_aside] = storage.quarantined(10)
+        assert "this identifier is refused" in set_aside.error
+        health = client.get("/healthz").json()
+        assert health["lag"]["quarantined"] == 1
+        assert profile_status(client, secret, POISON) == 404
+        # Retried while the cause is still there: quarantined again, nothing else stops.
+        assert storage.release_quarantined() == 1
+        deadline = time.monotonic() + 10
+        while not storage.quarantined(10):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    # The cause is fixed: the operator's retry folds it.
+    assert main(["fold", "quarantine", "retry", "--database", settings.database_url]) == 0
+    deadline = time.monotonic() + 10
+    while profile_status(client, secret, POISON) != 200:
+        assert time.monotonic() < deadline, "the retried event did not fold"
+        time.sleep(0.05)
+    assert storage.quarantined(10) == []
+    assert client.get("/readyz").status_code == 200
+
+
+def test_the_quarantine_is_listed_by_the_command_line(
+    client: TestClient,
+    storage: Storage,
+    settings: Settings,
+    secret: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with poisoned(settings.database_url):
+        post_events(client, secret, {"action": "view", "email": POISON})
+        deadline = time.monotonic() + 10
+        while not storage.quarantined(10):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    capsys.readouterr()
+    assert main(["fold", "quarantine", "list", "--database", settings.database_url]) == 0
+    listed = capsys.readouterr().out
+    assert "this identifier is refused" in listed
+    assert str(storage.quarantined(10)[0].seq) in listed
+
+
+def test_a_profile_id_longer_than_an_index_entry_folds_and_is_found(
+    client: TestClient, secret: str
+) -> None:
+    long_ref = "p" * 4_000
+    post_events(
+        client, secret, {"action": "view", "email": "long@example.com", "profileId": long_ref}
+    )
+    wait_for_fold(client)
+    response = client.get("/api/v0/profiles", params={"profileId": long_ref}, headers=auth(secret))
+    assert response.status_code == 200, response.text
+    assert response.json()["emails"] == ["long@example.com"]
+    events = client.get(
+        "/api/v0/events", params={"profileId": long_ref}, headers=auth(secret)
+    ).json()["events"]
+    assert len(events) == 1
+
+
+class DatabaseDown(SqliteStorage):
+    """Every fold fails and the database does not answer: an outage, not poison."""
+
+    def fold_pending(self, max_events: int) -> int:
+        raise StorageUnavailable("connection refused")
+
+    def fold_events(self, seqs: Sequence[int]) -> int:
+        raise StorageUnavailable("connection refused")
+
+    def database_answers(self) -> bool:
+        return False
+
+
+def test_an_outage_quarantines_nothing(tmp_path: Path) -> None:
+    store = DatabaseDown(tmp_path / "down.db")
+    quarantined: list[int] = []
+    try:
+        fold = FoldService(store, on_quarantine=lambda seq, _: quarantined.append(seq))
+        with pytest.raises(StorageUnavailable, match="does not answer"):
+            fold.fold_pending(100)
+        assert quarantined == []
+    finally:
+        store.close()
