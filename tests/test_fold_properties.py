@@ -22,10 +22,19 @@ from eventfold.domain.profile import (
     state_of_event,
 )
 from eventfold.domain.profile_book import ProfileBook
+from eventfold.services.fold import fold_claimed
 from eventfold.storage import sql_profiles
 from eventfold.storage.migrations import migrate_sqlite
+from eventfold.storage.sql_fold import FoldLocking, QueueCursor, SqlFoldTransaction
 
 ACCOUNT = 1
+
+
+def fold_transaction(connection: sqlite3.Connection, cursor: QueueCursor) -> SqlFoldTransaction:
+    """A fold step's transaction on SQLite (autocommit here: each statement commits)."""
+    return SqlFoldTransaction(connection, FoldLocking(), cursor, now_ms=0)
+
+
 Event = tuple[int, int, FoldInput]  # (timestamp ms, acceptance position, event)
 
 custom_fields = st.lists(
@@ -131,7 +140,7 @@ def test_sqlite_fold_in_any_chunk_size_matches_the_pure_fold(
         [(seq, at, e.action, msgspec.json.encode(e)) for at, seq, e in events],
     )
     connection.execute("INSERT INTO unfolded (seq) SELECT seq FROM events")  # as appends do
-    while sql_profiles.fold_pending(connection, chunk, now_ms=0):
+    while fold_claimed(fold_transaction(connection, QueueCursor()), chunk):
         pass
     rows = connection.execute("SELECT id, state FROM profiles").fetchall()
     stored = {pid: msgspec.json.decode(state, type=ProfileState) for pid, state in rows}
@@ -157,11 +166,11 @@ def test_a_queue_cursor_reaches_a_late_lower_event_only_when_it_rescans() -> Non
 
     for seq in (10, 11, 12):
         commit_event(seq)
-    forward, rescanning = sql_profiles.QueueCursor(), sql_profiles.QueueCursor(0.0)
-    assert sql_profiles.fold_pending(connection, 2, 0, forward) == 2
-    assert sql_profiles.fold_pending(connection, 2, 0, forward) == 1
+    forward, rescanning = QueueCursor(), QueueCursor(0.0)
+    assert fold_claimed(fold_transaction(connection, forward), 2) == 2
+    assert fold_claimed(fold_transaction(connection, forward), 2) == 1
     commit_event(5)
-    assert sql_profiles.fold_pending(connection, 2, 0, forward) == 0
-    assert sql_profiles.fold_pending(connection, 2, 0, rescanning) == 1
+    assert fold_claimed(fold_transaction(connection, forward), 2) == 0
+    assert fold_claimed(fold_transaction(connection, rescanning), 2) == 1
     assert connection.execute("SELECT count(*) FROM unfolded").fetchone()[0] == 0
     assert sql_profiles.find_profile(connection, 1, "email", "p5@shop.example") is not None

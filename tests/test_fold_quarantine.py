@@ -4,7 +4,7 @@ error, everything else folds on, and an operator can retry it once the cause is 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from eventfold.clock import now_ms
 from eventfold.errors import StorageUnavailable
 from eventfold.services.fold import FoldService
 from eventfold.settings import Settings
-from eventfold.storage.base import Storage
+from eventfold.storage.base import FoldStep, Storage
 from eventfold.storage.sqlite import SqliteStorage
 from tests.conftest import auth, post_events, wait_for_fold
 
@@ -30,16 +30,16 @@ def poisoned(database_url: str) -> Iterator[None]:
     if database_url.startswith("sqlite"):
         import sqlite3
 
-        connection = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
-        connection.execute(
+        lite = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+        lite.execute(
             f"CREATE TRIGGER poison BEFORE INSERT ON identities WHEN NEW.value = '{POISON}'"
             " BEGIN SELECT RAISE(ABORT, 'this identifier is refused'); END"
         )
         try:
             yield
         finally:
-            connection.execute("DROP TRIGGER poison")
-            connection.close()
+            lite.execute("DROP TRIGGER poison")
+            lite.close()
         return
     import psycopg
 
@@ -137,10 +137,7 @@ def test_a_profile_id_longer_than_an_index_entry_folds_and_is_found(
 class DatabaseDown(SqliteStorage):
     """Every fold fails and the database does not answer: an outage, not poison."""
 
-    def fold_pending(self, max_events: int) -> int:
-        raise StorageUnavailable("connection refused")
-
-    def fold_events(self, seqs: Sequence[int]) -> int:
+    def fold(self, step: FoldStep, rows: int = 1) -> int:
         raise StorageUnavailable("connection refused")
 
     def database_answers(self) -> bool:

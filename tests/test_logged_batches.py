@@ -13,7 +13,14 @@ import msgspec
 from eventfold.clock import now_ms
 from eventfold.domain.limits import Limits
 from eventfold.domain.validation import BatchValidator
+from eventfold.services.fold import fold_everything
 from eventfold.storage.base import IdempotencyClaim, LoggedBatch, Storage
+
+
+def apply(storage: Storage, batches: list[LoggedBatch], forget_below: int) -> int:
+    """Applies and folds the batches, as a log worker does."""
+    return storage.apply_logged(batches, forget_below, fold_everything)
+
 
 _validator = BatchValidator(Limits())
 
@@ -31,19 +38,19 @@ def event_count(storage: Storage, account_id: int, email: str) -> int:
 def test_a_redelivered_batch_is_applied_once(storage: Storage, account_id: int) -> None:
     first = logged(1, account_id, {"action": "view", "email": "a@x.co"})
     second = logged(2, account_id, {"action": "view", "email": "a@x.co"})
-    assert storage.apply_logged([first], forget_below=1) == 1
-    assert storage.apply_logged([first, second], forget_below=1) == 1
-    assert storage.apply_logged([second, second], forget_below=1) == 0
+    assert apply(storage, [first], forget_below=1) == 1
+    assert apply(storage, [first, second], forget_below=1) == 1
+    assert apply(storage, [second, second], forget_below=1) == 0
     assert event_count(storage, account_id, "a@x.co") == 2
     assert storage.count_events(account_id) == 2
 
 
 def test_forgotten_positions_no_longer_count_as_applied(storage: Storage, account_id: int) -> None:
     batch = logged(5, account_id, {"action": "view", "email": "f@x.co"})
-    storage.apply_logged([batch], forget_below=1)
+    apply(storage, [batch], forget_below=1)
     # The log says nothing below 6 can come back; a batch at 5 would be a new one.
-    storage.apply_logged([], forget_below=6)
-    storage.apply_logged([batch], forget_below=1)
+    apply(storage, [], forget_below=6)
+    apply(storage, [batch], forget_below=1)
     assert event_count(storage, account_id, "f@x.co") == 2
 
 
@@ -51,8 +58,11 @@ def test_erasure_drops_batches_logged_before_it_and_keeps_later_ones(
     storage: Storage, account_id: int
 ) -> None:
     linked = {"action": "view", "email": "gone@x.co", "phoneNumber": "+35988000111"}
-    asyncio.run(storage.erase_person(account_id, "email", "gone@x.co", log_position=3))
-    storage.apply_logged(
+    asyncio.run(
+        storage.erase_person(account_id, "email", "gone@x.co", fold_everything, log_position=3)
+    )
+    apply(
+        storage,
         [
             logged(2, account_id, linked),
             logged(3, account_id, {"action": "view", "phoneNumber": "+35988000111"}),
@@ -69,12 +79,14 @@ def test_erasure_marks_every_identifier_of_a_folded_person(
     storage: Storage, account_id: int
 ) -> None:
     linked = {"action": "view", "email": "p@x.co", "phoneNumber": "+35988000222"}
-    storage.apply_logged([logged(1, account_id, linked)], forget_below=1)
-    asyncio.run(storage.erase_person(account_id, "email", "p@x.co", log_position=2))
+    apply(storage, [logged(1, account_id, linked)], forget_below=1)
+    asyncio.run(
+        storage.erase_person(account_id, "email", "p@x.co", fold_everything, log_position=2)
+    )
     phone_only = {"action": "view", "phoneNumber": "+35988000222"}
-    storage.apply_logged([logged(2, account_id, phone_only)], forget_below=1)
+    apply(storage, [logged(2, account_id, phone_only)], forget_below=1)
     assert storage.find_profile(account_id, "phoneNumber", "+35988000222") is None
-    storage.apply_logged([logged(3, account_id, phone_only)], forget_below=1)
+    apply(storage, [logged(3, account_id, phone_only)], forget_below=1)
     assert storage.find_profile(account_id, "phoneNumber", "+35988000222") is not None
 
 
@@ -86,7 +98,7 @@ def test_a_repeated_idempotency_key_is_stored_once(storage: Storage, account_id:
         LoggedBatch(b.position, b.account_id, b.received_at_ms, b.events, claim)
         for b in (logged(1, account_id, event), logged(2, account_id, event))
     ]
-    storage.apply_logged(batches, forget_below=1)
+    apply(storage, batches, forget_below=1)
     assert event_count(storage, account_id, "i@x.co") == 1
     assert storage.idempotency_hash(account_id, "key-1") == body_hash
     assert storage.idempotency_hash(account_id, "key-2") is None

@@ -82,6 +82,7 @@ def lagging(tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
         database_url=f"sqlite:///{tmp_path / 'l.db'}",
         fold_in_server=False,
         ready_max_lag_seconds=0.2,
+        fold_lag_cache_seconds=0.001,
     )
     storage = open_storage(settings)
     secret = storage.create_key("acme", now_ms())[1]

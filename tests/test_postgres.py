@@ -59,7 +59,9 @@ def _by_people(states: list[ProfileState]) -> dict[Any, dict[str, Any]]:
 
 
 def test_two_workers_folding_one_log_give_the_profiles_of_one(postgres_url: str) -> None:
-    settings = Settings(database_url=postgres_url, fold_in_server=False)
+    settings = Settings(
+        database_url=postgres_url, fold_in_server=False, fold_lag_cache_seconds=0.001
+    )
     storage = open_storage(settings)
     secret = storage.create_key("acme", now_ms())[1]
     with TestClient(create_app(build_services(settings, storage))) as client:

@@ -177,4 +177,6 @@ def test_another_accounts_person_is_never_visible(
 def test_healthz_reports_the_fold_lag(client: TestClient) -> None:
     body = client.get("/healthz").json()
     assert body["status"] == "ok"
-    assert set(body["lag"]) == {"events", "seconds"}
+    assert set(body["lag"]) == {"events", "seconds", "quarantined"}
+    assert body["fold"]["running"] is True
+    assert body["fold"]["lastError"] is None

@@ -16,6 +16,7 @@ from eventfold.clock import now_ms
 from eventfold.domain.keys import hash_secret
 from eventfold.errors import RateLimited
 from eventfold.http.app import create_app
+from eventfold.services.fold import FoldService
 from eventfold.services.rate_limit import RateLimiter
 from eventfold.settings import Settings
 from eventfold.storage import open_storage
@@ -171,7 +172,7 @@ def test_ingest_answers_503_while_the_fold_is_too_far_behind(server: Server) -> 
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
     assert "behind" in response.json()["message"]
-    while storage.fold_pending(100):
+    while FoldService(storage).fold_pending(100):
         pass
     time.sleep(0.6)
     assert post(client, secret, seed_batch()).status_code == 202

@@ -16,7 +16,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from eventfold.observability import metrics
-from eventfold.services.fold import FoldHealth, FoldService, describe
+from eventfold.services.fold import FoldHealth, FoldService, describe, fold_everything
 
 if TYPE_CHECKING:
     from eventfold.settings import Settings
@@ -134,12 +134,14 @@ class LogFoldWorker:
         forget_below = await self._log.first_position()
         batches = [batch for batch, _ in fetched]
         try:
-            await asyncio.to_thread(self._store.apply_logged, batches, forget_below)
+            await asyncio.to_thread(
+                self._store.apply_logged, batches, forget_below, fold_everything
+            )
         except Exception as error:
             if not await asyncio.to_thread(self._store.database_answers):
                 raise
             logger.warning("folding applied batches failed, folding them apart: %s", error)
-            await asyncio.to_thread(self._store.apply_logged, batches, forget_below, False)
+            await asyncio.to_thread(self._store.apply_logged, batches, forget_below)
             while await asyncio.to_thread(self._fold.fold_pending, FOLD_BATCH_SIZE):
                 pass
         await self._log.acknowledge([message for _, message in fetched])

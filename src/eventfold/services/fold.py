@@ -1,11 +1,13 @@
-"""The fold's use case around storage: fold what is pending, and set aside what cannot be
-folded so that one bad event never stops the fold for everyone.
+"""The fold as a use case: take a slice of accepted events, ask storage for the people
+they name, fold them with the pure domain code, and ask storage to save the result; and
+set aside what cannot be folded, so that one bad event never stops the fold for everyone.
 
-Storage folds a slice of the queue in one transaction. When that fails while the
-database answers, the slice is split in halves, each folded on its own, down to single
-events: what folds commits, and an event that still fails alone (twice, a moment apart)
-is quarantined with its error. When the database does not answer, nothing is set aside:
-the failure is an outage and the step is simply retried later.
+Storage runs each step in one transaction (``ProfileStore.fold``) and keeps concurrent
+steps apart by person (``storage/sql_fold.py``). When a step fails while the database
+answers, its events are tried once more together, then split in halves, each folded on
+its own, down to single events: what folds commits, and an event that still fails alone
+(twice, a moment apart) is quarantined with its error. When the database does not
+answer, nothing is set aside: the failure is an outage and the step is retried later.
 """
 
 from __future__ import annotations
@@ -14,13 +16,50 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from eventfold.domain.profile import identifiers_of
+from eventfold.domain.profile_book import ProfileBook
 from eventfold.errors import EventfoldError, StorageUnavailable
-from eventfold.storage.base import ProfileStore
+from eventfold.storage.base import FoldTransaction, ProfileStore
 
 logger = logging.getLogger("eventfold.fold")
 
-# Before an event that failed alone is quarantined, it is tried once more after this.
+# A failed step, and an event that failed alone, are tried once more after this.
 SECOND_TRY_SECONDS = 0.2
+# Events folded per step when everything pending is folded at once (erasure, logs).
+EVERYTHING_STEP = 5_000
+
+
+def fold_claimed(tx: FoldTransaction, max_events: int, seqs: Sequence[int] | None = None) -> int:
+    """Claims up to ``max_events`` unfolded events (or these) in ``tx`` and folds them
+    into their people's profiles; returns how many it folded."""
+    events = tx.claim(max_events, seqs)
+    if not events:
+        return 0
+    keys = {
+        (pending.account_id, *identifier)
+        for pending in events
+        for identifier in identifiers_of(pending.event)
+    }
+    identities, states = tx.load_people(keys)
+    book = ProfileBook(identities, states, tx.allocate_profile_id)
+    joined = [
+        (
+            pending.seq,
+            book.fold(pending.account_id, pending.event, pending.occurred_at_ms, pending.seq),
+        )
+        for pending in events
+    ]
+    book.settle()
+    tx.save(book, [(seq, book.final_id(profile_id)) for seq, profile_id in joined])
+    return len(events)
+
+
+def fold_everything(tx: FoldTransaction) -> int:
+    """Folds every unfolded event in ``tx``, in steps; returns how many."""
+    folded = 0
+    while step := fold_claimed(tx, EVERYTHING_STEP):
+        folded += step
+    return folded
 
 
 class FoldService:
@@ -39,15 +78,26 @@ class FoldService:
         left the queue (folded or quarantined). Raises StorageUnavailable when the
         database does not answer."""
         try:
-            return self._store.fold_pending(max_events)
+            return self._fold(max_events)
         except Exception as error:
             self._raise_if_outage(error)
-            logger.warning("fold step failed, isolating its events: %s", describe(error))
-        return self._fold_or_split(self._store.pending_events(max_events))
+            logger.warning("fold step failed, trying its events again: %s", describe(error))
+        # The oldest pending events by number (the failed step's claim moved the queue's
+        # cursor past them): all together once more, then in halves.
+        seqs = self._store.pending_events(max_events)
+        self._sleep(SECOND_TRY_SECONDS)
+        return self._fold_or_split(seqs)
+
+    def _fold(self, max_events: int, seqs: Sequence[int] | None = None) -> int:
+        return self._store.fold(
+            lambda tx: fold_claimed(tx, max_events, seqs), rows=max(1, len(seqs or ()))
+        )
 
     def _fold_or_split(self, seqs: Sequence[int]) -> int:
+        if not seqs:
+            return 0
         try:
-            return self._store.fold_events(seqs)
+            return self._fold(len(seqs), seqs)
         except Exception as error:
             self._raise_if_outage(error)
             if len(seqs) > 1:
@@ -58,7 +108,7 @@ class FoldService:
     def _second_try_or_quarantine(self, seq: int) -> int:
         self._sleep(SECOND_TRY_SECONDS)
         try:
-            return self._store.fold_events([seq])
+            return self._fold(1, [seq])
         except Exception as error:
             self._raise_if_outage(error)
             reason = describe(error)

@@ -13,6 +13,7 @@ import msgspec
 from eventfold.domain.moments import iso_from_ms, to_epoch_ms
 from eventfold.domain.profile import ProfileView, profile_view
 from eventfold.errors import InvalidRequest, NotFound
+from eventfold.services.fold import fold_everything
 from eventfold.storage.base import (
     EventLog,
     EventQuery,
@@ -58,7 +59,9 @@ class ProfileService:
     async def erase(self, principal: Principal, person: tuple[str, str]) -> None:
         """Erases the person's profile and all their events; unknown people are fine."""
         bound = await self._log.erasure_bound()
-        await self._store.erase_person(principal.account_id, *person, log_position=bound)
+        await self._store.erase_person(
+            principal.account_id, *person, fold_everything, log_position=bound
+        )
 
     def list_events(self, principal: Principal, listing: EventListing) -> dict[str, Any]:
         """A page of the account's events, newest first, and the cursor of the next page."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from eventfold.domain.events import AcceptedEvent
-from eventfold.domain.profile import ProfileState
+from eventfold.domain.profile import FoldInput, ProfileState
+from eventfold.domain.profile_book import IdentityKey, ProfileBook
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,41 @@ class LoggedBatch:
     claim: IdempotencyClaim | None = None
 
 
+class PendingEvent(NamedTuple):
+    """An accepted event waiting to be folded, as the fold reads it."""
+
+    seq: int
+    account_id: int
+    occurred_at_ms: int
+    event: FoldInput
+
+
+class FoldTransaction(Protocol):
+    """One fold step's transaction: what the fold service asks storage for. Everything
+    it does commits together, or not at all."""
+
+    def claim(self, max_events: int, seqs: Sequence[int] | None = None) -> list[PendingEvent]:
+        """Takes up to ``max_events`` of the oldest unfolded events (or these, those of
+        them still unfolded) off the queue for this transaction; events another fold
+        holds are skipped."""
+
+    def load_people(
+        self, keys: Iterable[IdentityKey]
+    ) -> tuple[dict[IdentityKey, int], dict[int, tuple[int, ProfileState]]]:
+        """The profile id of each known identifier, and those profiles' (account, state),
+        locked against other folds until the transaction ends."""
+
+    def allocate_profile_id(self) -> int:
+        """A new profile id, never given out before."""
+
+    def save(self, book: ProfileBook, folded: Sequence[tuple[int, int]]) -> None:
+        """Stores the book's merges, identifiers and touched profiles, and each folded
+        event's final profile, as (seq, profile id)."""
+
+
+FoldStep = Callable[[FoldTransaction], int]
+
+
 class KeyStore(Protocol):
     def create_key(
         self, account_name: str, now_ms: int, rate_limit: float | None = None
@@ -157,16 +193,12 @@ class EventRecords(Protocol):
 
 
 class ProfileStore(Protocol):
-    def fold_pending(self, max_events: int) -> int:
-        """Folds up to ``max_events`` unfolded events, in acceptance order, with the
-        progress committed in the same transaction; returns how many it folded."""
+    def fold(self, step: FoldStep, rows: int = 1) -> int:
+        """Runs ``step`` in one fold transaction (alongside other folds where the
+        database allows) and commits; returns what the step returns."""
 
     def pending_events(self, max_events: int) -> list[int]:
         """The sequence numbers of the oldest unfolded events (at most ``max_events``)."""
-
-    def fold_events(self, seqs: Sequence[int]) -> int:
-        """Folds exactly these events (those still unfolded) in one transaction; returns
-        how many it folded."""
 
     def quarantine(self, seq: int, error: str) -> None:
         """Sets an event that cannot be folded aside with its error, off the fold's queue."""
@@ -193,20 +225,29 @@ class ProfileStore(Protocol):
         """The profile holding this identifier, with its id."""
 
     async def erase_person(
-        self, account_id: int, kind: str, value: str, log_position: int | None = None
+        self,
+        account_id: int,
+        kind: str,
+        value: str,
+        fold_everything: FoldStep,
+        log_position: int | None = None,
     ) -> None:
         """Erases the profile with this identifier, its identifiers and all its events,
-        folded or not yet folded; with ``log_position``, also the person's batches up to
+        folded or not yet folded (``fold_everything`` folds what is pending first, with
+        no other fold running); with ``log_position``, also the person's batches up to
         that position of an external log that are not applied yet (``apply_logged``)."""
 
     def apply_logged(
-        self, batches: Sequence[LoggedBatch], forget_below: int, fold: bool = True
+        self,
+        batches: Sequence[LoggedBatch],
+        forget_below: int,
+        fold_everything: FoldStep | None = None,
     ) -> int:
-        """Stores and folds batches read from an external log, in one transaction that
-        also records their positions, so a batch delivered again is skipped; positions
-        below ``forget_below`` can no longer come back and are forgotten. Returns how
-        many events it folded. With ``fold`` false, the events wait in the database's
-        queue for ``fold_pending``."""
+        """Stores batches read from an external log and (with ``fold_everything``) folds
+        them, in one transaction that also records their positions, so a batch delivered
+        again is skipped; positions below ``forget_below`` can no longer come back and
+        are forgotten. Returns how many events it folded. Without ``fold_everything``,
+        the events wait in the database's queue."""
 
     def idempotency_hash(self, account_id: int, key: str) -> bytes | None:
         """The body hash stored under an idempotency key, if the key is known."""

@@ -28,6 +28,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "profiles": ("id", "account_id", "state", "updated_at"),
     "identities": ("account_id", "kind", "value", "profile_id"),
     "fold_state": ("name", "value"),
+    "quarantined_events": ("seq", "account_id", "error", "quarantined_at"),
     "idempotency_keys": ("account_id", "key", "body_hash", "created_at"),
     "unfolded": ("seq",),
 }
@@ -57,6 +58,16 @@ def copy_database(source_url: str, target_url: str) -> dict[str, int]:
                         f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
                         f" (SELECT coalesce(max({column}), 0) + 1 FROM {table}), false)"
                     )
+                target.execute(
+                    "SELECT setval('profile_ids', (SELECT coalesce(max(id), 0) + 1"
+                    " FROM profiles), false)"
+                )
+            else:  # SQLite counts profile ids in fold_state; PostgreSQL has a sequence
+                target.execute(
+                    "INSERT INTO fold_state (name, value) SELECT 'last_profile_id',"
+                    " coalesce(max(id), 0) FROM profiles WHERE 1 = 1"
+                    " ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)"
+                )
         except BaseException:
             target.execute("ROLLBACK")
             raise

@@ -217,6 +217,13 @@ POSTGRES_MIGRATIONS: tuple[Step, ...] = (
     IDEMPOTENCY_KEYS_BY_AGE,
     # 5: see QUARANTINE and storage/identity_keys.py.
     _long_identifiers_by_digest(POSTGRES_REWRITE),
+    # 6: profile ids from a sequence, so parallel folds share no counter row.
+    (
+        "CREATE SEQUENCE profile_ids",
+        "SELECT setval('profile_ids', greatest((SELECT coalesce(max(id), 0) FROM profiles),"
+        " (SELECT coalesce(max(value), 0) FROM fold_state WHERE name = 'last_profile_id'))"
+        " + 1, false)",
+    ),
 )
 
 

@@ -1,79 +1,31 @@
-"""The fold, erasure and read-back in SQL that SQLite and PostgreSQL both speak
-(``?`` placeholders; the PostgreSQL connection translates them).
+"""Profiles, events and the quarantine in SQL that SQLite and PostgreSQL both speak
+(``?`` placeholders; the PostgreSQL connection translates them): read-back, erasure and
+the helpers the fold's transaction (``sql_fold``) shares.
 
-Each function runs on a connection the caller owns; the write ones run inside the
-group-commit writer's transaction, so the profile changes and the events' profile ids
-commit together or not at all. An event is unfolded while its ``profile_id`` is NULL:
-no "folded up to" position, since PostgreSQL's sequence numbers are not committed in
-order and a position could pass an event that commits late. The unfolded ones are also
-listed in the small ``unfolded`` table (filled as events are inserted, emptied by the
-fold), so that finding them never scans the events table.
+Each function runs on a connection the caller owns. An event is unfolded while its
+``profile_id`` is NULL: no "folded up to" position, since PostgreSQL's sequence numbers
+are not committed in order and a position could pass an event that commits late. The
+unfolded ones are also listed in the small ``unfolded`` table (filled as events are
+inserted, emptied by the fold), so that finding them never scans the events table.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
 
-from eventfold.domain.profile import FoldInput, ProfileState, identifiers_of
-from eventfold.domain.profile_book import IdentityKey, ProfileBook
+from eventfold.domain.profile import ProfileState
+from eventfold.domain.profile_book import IdentityKey
 from eventfold.storage.base import EventQuery, FoldLag, QuarantinedEvent, StoredEvent
 from eventfold.storage.identity_keys import indexed_value
 from eventfold.storage.sql import SqlConnection
 
-_fold_input = msgspec.json.Decoder(FoldInput)
 _state_decoder = msgspec.json.Decoder(ProfileState)
-_state_encoder = msgspec.json.Encoder()
-_LAST_PROFILE_ID = "last_profile_id"
 _IN_LIST_SIZE = 500
 _MAX_PARAMETERS = 2_000  # per statement; both databases allow far more, plans stay small
 _MAX_ERROR_LENGTH = 2_000
-
-
-class QueueCursor:
-    """Where fold steps start reading the queue of unfolded events.
-
-    The fold deletes what it folds from ``unfolded``, and on PostgreSQL a deleted entry
-    stays in the index until vacuum: steps that all scanned from the start passed every
-    one, and slowed from 4 to 60 ms over a 100k-event backlog. So a step starts after
-    the last event the step before it folded. PostgreSQL can commit a lower sequence
-    number after a higher one was folded, so a cursor with ``rescan_seconds`` starts
-    from the beginning again that often; a cursor without only moves forward. (A step
-    whose transaction rolls back has moved its cursor all the same: the rescan is also
-    what brings those events back.)
-    """
-
-    def __init__(self, rescan_seconds: float | None = None) -> None:
-        self._after = 0
-        self._rescan_seconds = rescan_seconds
-        self._rescan_at = time.monotonic() + (rescan_seconds or 0)
-
-    def start(self) -> int:
-        """The sequence number the next step reads after."""
-        if self._rescan_seconds is not None and time.monotonic() >= self._rescan_at:
-            self._after = 0
-            self._rescan_at = time.monotonic() + self._rescan_seconds
-        return self._after
-
-    def moved_to(self, seq: int) -> None:
-        self._after = seq
-
-
-def fold_pending(
-    connection: SqlConnection, max_events: int, now_ms: int, cursor: QueueCursor | None = None
-) -> int:
-    """Folds the next unfolded events (after ``cursor``, if given) in acceptance order;
-    returns how many."""
-    seqs = pending_events(connection, max_events, cursor.start() if cursor is not None else 0)
-    if not seqs:
-        return 0
-    fold_events(connection, seqs, now_ms)
-    if cursor is not None:
-        cursor.moved_to(seqs[-1])
-    return len(seqs)
 
 
 def pending_events(connection: SqlConnection, max_events: int, after: int = 0) -> list[int]:
@@ -82,50 +34,6 @@ def pending_events(connection: SqlConnection, max_events: int, after: int = 0) -
         "SELECT seq FROM unfolded WHERE seq > ? ORDER BY seq LIMIT ?", (after, max_events)
     ).fetchall()
     return [row[0] for row in rows]
-
-
-def fold_events(connection: SqlConnection, seqs: Sequence[int], now_ms: int) -> int:
-    """Folds these events (those of them still unfolded) into their profiles and takes
-    them off the queue; returns how many it folded."""
-    # The queue's slice first, then its events by key, always: given one query,
-    # PostgreSQL's plan followed the tables' statistics, and it merged the queue with the
-    # events' whole key index from the oldest event on, or scanned the whole table.
-    queued = select_in(connection, "SELECT seq FROM unfolded WHERE seq IN ({})", (), sorted(seqs))
-    if not queued:
-        return 0
-    rows = select_in(
-        connection,
-        "SELECT seq, account_id, occurred_at, body FROM events WHERE seq IN ({})",
-        (),
-        sorted(row[0] for row in queued),
-    )
-    rows.sort()
-    events = [(seq, account, at, _fold_input.decode(body)) for seq, account, at, body in rows]
-    keys = {
-        (account, *identifier) for _, account, _, e in events for identifier in identifiers_of(e)
-    }
-    identities = _load_identities(connection, keys)
-    states = _load_states(connection, set(identities.values()))
-    last_id = _get_state(connection, _LAST_PROFILE_ID)
-
-    def allocate_id() -> int:
-        nonlocal last_id
-        last_id += 1
-        return last_id
-
-    book = ProfileBook(identities, states, allocate_id)
-    assignments = [(book.fold(account, event, at, seq), seq) for seq, account, at, event in events]
-    book.settle()
-    _save(connection, book, now_ms)
-    execute_values(
-        connection,
-        "WITH folded (seq, profile_id) AS (VALUES {}) UPDATE events SET profile_id ="
-        " folded.profile_id FROM folded WHERE events.seq = folded.seq",
-        [(seq, book.final_id(profile_id)) for profile_id, seq in assignments],
-    )
-    execute_values(connection, "DELETE FROM unfolded WHERE seq IN ({})", queued)
-    _set_state(connection, _LAST_PROFILE_ID, last_id)
-    return len(queued)
 
 
 def quarantine(connection: SqlConnection, seq: int, error: str, now_ms: int) -> None:
@@ -166,20 +74,11 @@ def quarantined(connection: SqlConnection, limit: int) -> list[QuarantinedEvent]
     return [QuarantinedEvent(*row) for row in rows]
 
 
-def fold_all(connection: SqlConnection, now_ms: int) -> int:
-    """Folds every unfolded event, in steps; returns how many."""
-    cursor, folded = QueueCursor(), 0
-    while step := fold_pending(connection, 5_000, now_ms, cursor):
-        folded += step
-    return folded
-
-
 def erase_person(
-    connection: SqlConnection, account_id: int, kind: str, value: str, now_ms: int
+    connection: SqlConnection, account_id: int, kind: str, value: str
 ) -> set[tuple[str, str]]:
-    """Folds everything accepted so far, then deletes the person's profile and events;
-    returns every identifier the person had (at least the one named)."""
-    fold_all(connection, now_ms)
+    """Deletes the person's profile and events (the caller folded everything accepted
+    so far first); returns every identifier the person had (at least the one named)."""
     found = find_profile(connection, account_id, kind, value)
     if found is None:
         return {(kind, value)}
@@ -265,12 +164,6 @@ def fold_lag(connection: SqlConnection, now_ms: int) -> FoldLag:
     return FoldLag(events=int(behind[0]), seconds=waited, quarantined=int(set_aside[0]))
 
 
-def _load_identities(
-    connection: SqlConnection, keys: Iterable[IdentityKey]
-) -> dict[IdentityKey, int]:
-    return load_by_identifier(connection, "profile_id", "identities", keys)
-
-
 def load_by_identifier(
     connection: SqlConnection, column: str, table: str, keys: Iterable[IdentityKey]
 ) -> dict[IdentityKey, int]:
@@ -290,18 +183,6 @@ def load_by_identifier(
         )
         found.update({(account, kind, values[stored]): number for stored, number in rows})
     return found
-
-
-def _load_states(
-    connection: SqlConnection, profile_ids: set[int]
-) -> dict[int, tuple[int, ProfileState]]:
-    rows = select_in(
-        connection,
-        "SELECT id, account_id, state FROM profiles WHERE id IN ({})",
-        (),
-        sorted(profile_ids),
-    )
-    return {pid: (account, _state_decoder.decode(state)) for pid, account, state in rows}
 
 
 def select_in(
@@ -329,44 +210,3 @@ def execute_values(connection: SqlConnection, sql: str, rows: Sequence[Sequence[
         chunk = rows[start : start + per_statement]
         statement = sql.format(", ".join([placeholders] * len(chunk)))
         connection.execute(statement, [value for row in chunk for value in row])
-
-
-def _save(connection: SqlConnection, book: ProfileBook, now_ms: int) -> None:
-    for dead, survivor in book.merged_into.items():
-        final = book.final_id(survivor)
-        connection.execute(
-            "UPDATE identities SET profile_id = ? WHERE profile_id = ?", (final, dead)
-        )
-        connection.execute("UPDATE events SET profile_id = ? WHERE profile_id = ?", (final, dead))
-        connection.execute("DELETE FROM profiles WHERE id = ?", (dead,))
-    execute_values(
-        connection,
-        "INSERT INTO identities (account_id, kind, value, profile_id) VALUES {}"
-        " ON CONFLICT (account_id, kind, value) DO UPDATE SET profile_id = excluded.profile_id",
-        [
-            (account, kind, indexed_value(value), profile_id)
-            for (account, kind, value), profile_id in book.changed_identities.items()
-        ],
-    )
-    execute_values(
-        connection,
-        "INSERT INTO profiles (id, account_id, state, updated_at) VALUES {}"
-        " ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-        [
-            (pid, book.accounts[pid], _state_encoder.encode(book.states[pid]), now_ms)
-            for pid in book.touched
-        ],
-    )
-
-
-def _get_state(connection: SqlConnection, name: str) -> int:
-    row = connection.execute("SELECT value FROM fold_state WHERE name = ?", (name,)).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _set_state(connection: SqlConnection, name: str, value: int) -> None:
-    connection.execute(
-        "INSERT INTO fold_state (name, value) VALUES (?, ?)"
-        " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        (name, value),
-    )

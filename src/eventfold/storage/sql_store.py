@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from eventfold.clock import now_ms as current_ms
 from eventfold.domain.events import AcceptedEvent
@@ -25,6 +25,7 @@ from eventfold.storage import sql_logged, sql_profiles
 from eventfold.storage.base import (
     EventQuery,
     FoldLag,
+    FoldStep,
     IdempotencyClaim,
     KeyRecord,
     LoggedBatch,
@@ -34,6 +35,7 @@ from eventfold.storage.base import (
 )
 from eventfold.storage.group_commit import GroupCommitWriter, WriteSession, storage_unavailable
 from eventfold.storage.sql import SqlConnection
+from eventfold.storage.sql_fold import FoldLocking, QueueCursor, SqlFoldTransaction
 
 EVENT_COLUMNS = (
     "account_id",
@@ -46,6 +48,7 @@ EVENT_COLUMNS = (
     "body",
 )
 Row = tuple[Any, ...]
+T = TypeVar("T")
 # How long reads fail at once after the database did not answer one.
 _RECONNECT_PAUSE_SECONDS = 1.0
 logger = logging.getLogger("eventfold.storage")
@@ -59,18 +62,8 @@ class SqlStorage:
         session: WriteSession,
         max_pending_events: int,
         on_commit: Callable[[int, float], None] | None,
-        fold_session: WriteSession | None = None,
     ) -> None:
         self._writer = GroupCommitWriter(session, max_pending_events, on_commit)
-        # Fold steps and erasures on a connection of their own, where the database lets
-        # transactions run side by side: ingest's commits then never wait behind a fold
-        # step (PostgreSQL, 100-event batches, one connection: 3,650 → 10,470 events/s,
-        # p99 51 → 36 ms). SQLite has one writer, so they share it.
-        self._fold_writer = (
-            GroupCommitWriter(fold_session, max_pending_events)
-            if fold_session is not None
-            else self._writer
-        )
         self._readers = threading.local()
         self._all_readers: list[SqlConnection] = []
         self._readers_lock = threading.Lock()
@@ -78,7 +71,7 @@ class SqlStorage:
         self._unreachable_because: Exception = ConnectionError("not connected yet")
         self._new_events = threading.Event()
         # Late commits (PostgreSQL) wait at most this long plus a step to be folded.
-        self._fold_cursor = sql_profiles.QueueCursor(rescan_seconds=1.0)
+        self._fold_cursor = QueueCursor(rescan_seconds=1.0)
 
     # --- what a backend provides ----------------------------------------------------
 
@@ -91,10 +84,18 @@ class SqlStorage:
             rows,
         )
 
-    def _lock_fold(self, connection: SqlConnection, wait: bool) -> bool:
-        """Keeps two fold steps (or a fold and an erasure) from running at once; with
-        ``wait`` false, returns False instead of waiting for another one."""
-        return True  # a backend whose write transactions exclude each other needs nothing
+    # How concurrent folds are kept apart: nothing where write transactions exclude
+    # each other (SQLite).
+    _fold_locking = FoldLocking()
+
+    def _run_fold(self, job: Callable[[SqlConnection], T], rows: int = 1) -> T:
+        """Runs a fold, erasure or quarantine job in a transaction of its own and
+        commits: on the one writer here (SQLite)."""
+        return self._writer.run(job, rows)
+
+    def _lock_fold_gate(self, connection: SqlConnection, exclusive: bool) -> None:
+        """Folds pass the gate together; an erasure passes it alone (waiting for the
+        folds in flight), so it sees every accepted event folded or none of a step's."""
 
     _read_errors: tuple[type[Exception], ...] = ()
 
@@ -103,8 +104,6 @@ class SqlStorage:
     def close(self) -> None:
         """Commits what is queued, then closes the writer's and the readers' connections."""
         self._writer.close()
-        if self._fold_writer is not self._writer:
-            self._fold_writer.close()
         with self._readers_lock:
             for connection in self._all_readers:
                 with contextlib.suppress(Exception):  # a lost connection is closed already
@@ -277,29 +276,24 @@ class SqlStorage:
 
     # --- profiles -------------------------------------------------------------------
 
-    def fold_pending(self, max_events: int) -> int:
-        def fold(connection: SqlConnection) -> int:
-            if not self._lock_fold(connection, wait=False):
-                return 0  # another process is folding; its progress is ours
-            return sql_profiles.fold_pending(
-                connection, max_events, current_ms(), self._fold_cursor
-            )
+    def fold(self, step: FoldStep, rows: int = 1) -> int:
+        def job(connection: SqlConnection) -> int:
+            self._lock_fold_gate(connection, exclusive=False)
+            return step(self._fold_transaction(connection, self._fold_cursor))
 
-        return self._fold_writer.run(fold)
+        return self._run_fold(job, rows)
+
+    def _fold_transaction(
+        self, connection: SqlConnection, cursor: QueueCursor
+    ) -> SqlFoldTransaction:
+        return SqlFoldTransaction(connection, self._fold_locking, cursor, current_ms())
 
     def pending_events(self, max_events: int) -> list[int]:
         with self._reading() as connection:
             return sql_profiles.pending_events(connection, max_events)
 
-    def fold_events(self, seqs: Sequence[int]) -> int:
-        def fold(connection: SqlConnection) -> int:
-            self._lock_fold(connection, wait=True)
-            return sql_profiles.fold_events(connection, seqs, current_ms())
-
-        return self._fold_writer.run(fold, rows=max(1, len(seqs)))
-
     def quarantine(self, seq: int, error: str) -> None:
-        self._fold_writer.run(
+        self._run_fold(
             lambda connection: sql_profiles.quarantine(connection, seq, error, current_ms())
         )
 
@@ -308,7 +302,7 @@ class SqlStorage:
             return sql_profiles.quarantined(connection, limit)
 
     def release_quarantined(self, seqs: Sequence[int] | None = None) -> int:
-        released: int = self._fold_writer.run(
+        released: int = self._run_fold(
             lambda connection: sql_profiles.release_quarantined(connection, seqs)
         )
         self.wake_waiters()
@@ -336,33 +330,43 @@ class SqlStorage:
             return sql_profiles.find_profile(connection, account_id, kind, value)
 
     async def erase_person(
-        self, account_id: int, kind: str, value: str, log_position: int | None = None
+        self,
+        account_id: int,
+        kind: str,
+        value: str,
+        fold_everything: FoldStep,
+        log_position: int | None = None,
     ) -> None:
         def erase(connection: SqlConnection) -> None:
-            self._lock_fold(connection, wait=True)
-            erased = sql_profiles.erase_person(connection, account_id, kind, value, current_ms())
+            self._lock_fold_gate(connection, exclusive=True)
+            fold_everything(self._fold_transaction(connection, QueueCursor()))
+            erased = sql_profiles.erase_person(connection, account_id, kind, value)
             if log_position is not None:
                 sql_logged.mark_erased(connection, account_id, erased, log_position)
 
-        await self._fold_writer.submit(erase)
+        await asyncio.to_thread(self._run_fold, erase)
 
     def apply_logged(
-        self, batches: Sequence[LoggedBatch], forget_below: int, fold: bool = True
+        self,
+        batches: Sequence[LoggedBatch],
+        forget_below: int,
+        fold_everything: FoldStep | None = None,
     ) -> int:
         def apply(connection: SqlConnection) -> int:
-            # Under the fold's lock: one worker at a time applies, and an erasure sees
-            # either none or all of a step's events.
-            self._lock_fold(connection, wait=True)
+            # Erasures pass the gate alone: they see none or all of a step's events.
+            self._lock_fold_gate(connection, exclusive=False)
             fresh = sql_logged.unapplied(connection, batches)
             erased = sql_logged.erasures_for(connection, fresh)
             for batch in fresh:
                 self._store_logged(connection, batch, erased)
             sql_logged.save_marks(connection, erased.learnt)
             sql_logged.record_applied(connection, batches, forget_below)
-            return sql_profiles.fold_all(connection, current_ms()) if fold else 0
+            if fold_everything is None:
+                return 0
+            return fold_everything(self._fold_transaction(connection, QueueCursor()))
 
         rows = sum(len(batch.events) for batch in batches)
-        return self._fold_writer.run(apply, rows=max(1, rows))
+        return self._run_fold(apply, rows=max(1, rows))
 
     def _store_logged(
         self, connection: SqlConnection, batch: LoggedBatch, erased: sql_logged.Erasures
