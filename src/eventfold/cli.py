@@ -116,6 +116,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     importing.set_defaults(run=_import)
 
+    fold = commands.add_parser("fold", help="inspect the fold").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    quarantine = fold.add_parser(
+        "quarantine", help="events the fold set aside because they could not be folded"
+    ).add_subparsers(required=True, metavar="ACTION")
+    quarantine_list = quarantine.add_parser(
+        "list", parents=[database], help="list quarantined events with their errors"
+    )
+    quarantine_list.add_argument("--limit", type=int, default=100, help="at most this many")
+    quarantine_list.set_defaults(run=_quarantine_list)
+    quarantine_retry = quarantine.add_parser(
+        "retry",
+        parents=[database],
+        help="put quarantined events back on the fold's queue (all, or the SEQs given)",
+    )
+    quarantine_retry.add_argument("seqs", type=int, nargs="*", metavar="SEQ")
+    quarantine_retry.set_defaults(run=_quarantine_retry)
+
     keys = commands.add_parser("keys", help="manage secret keys").add_subparsers(
         required=True, metavar="ACTION"
     )
@@ -283,6 +302,31 @@ curl -i -H 'Content-Type: application/json' -H 'Authorization: Bearer {secret}' 
 """,
         flush=True,
     )
+
+
+def _quarantine_list(args: argparse.Namespace, settings: Settings) -> int:
+    with closing(open_storage(settings.replace(fold_in_server=False))) as storage:
+        events = storage.quarantined(args.limit)
+    if not events:
+        print("no event is quarantined")
+        return 0
+    print(f"{'SEQ':<12} {'ACCOUNT':<8} {'QUARANTINED':<20} ERROR")
+    for event in events:
+        print(
+            f"{event.seq:<12} {event.account_id:<8} {_when(event.quarantined_at_ms):<20} "
+            f"{event.error}"
+        )
+    return 0
+
+
+def _quarantine_retry(args: argparse.Namespace, settings: Settings) -> int:
+    with closing(open_storage(settings.replace(fold_in_server=False))) as storage:
+        released = storage.release_quarantined(args.seqs or None)
+    print(
+        f"put {released} quarantined event(s) back on the fold's queue; a running fold "
+        "folds them within seconds, or quarantines them again with the error"
+    )
+    return 0 if released or not args.seqs else 1
 
 
 def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
