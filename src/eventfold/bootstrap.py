@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from eventfold.domain.events import WireTypes
 from eventfold.domain.validation import BatchValidator
-from eventfold.http.openapi import build_openapi
 from eventfold.observability import metrics
 from eventfold.services.auth import Authenticator
+from eventfold.services.background import BackgroundWork
 from eventfold.services.debug_feed import DebugFeed, RejectionRing
 from eventfold.services.fold_lag import FoldLagGauge
 from eventfold.services.ingest import IngestService
@@ -16,7 +16,7 @@ from eventfold.services.profiles import ProfileService
 from eventfold.settings import Settings
 from eventfold.storage import open_log, open_storage
 from eventfold.storage.base import EventLog, Storage
-from eventfold.worker import FoldWorker, LogFoldWorker, fold_worker
+from eventfold.worker import fold_loops
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +28,17 @@ class Services:
     ingest: IngestService
     profiles: ProfileService
     fold_lag: FoldLagGauge
-    # The fold loop this process runs (``serve`` with the fold in the server), or None.
-    fold_worker: FoldWorker | LogFoldWorker | None
-    openapi: dict[str, Any]
+    # The log's connection and the fold loops this process runs beside the API.
+    background: BackgroundWork
+    wire_types: WireTypes  # the request types, for the OpenAPI document
     rejections: RejectionRing
     debug_feed: DebugFeed
+
+
+def build_worker(settings: Settings, storage: Storage) -> BackgroundWork:
+    """What ``eventfold worker`` runs: fold loops only, from the database or the log
+    (each log fold loop connects to the log itself)."""
+    return BackgroundWork(storage, fold_loops(settings, storage))
 
 
 def build_services(settings: Settings, storage: Storage | None = None) -> Services:
@@ -56,8 +62,10 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
         ),
         profiles=ProfileService(storage, log),
         fold_lag=fold_lag,
-        fold_worker=fold_worker(settings, storage) if settings.fold_in_server else None,
-        openapi=build_openapi(validator.types),
+        background=BackgroundWork(
+            log, fold_loops(settings, storage) if settings.fold_in_server else []
+        ),
+        wire_types=validator.types,
         rejections=rejections,
         debug_feed=DebugFeed(storage, rejections),
     )

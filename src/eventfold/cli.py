@@ -6,7 +6,6 @@ import argparse
 import errno
 import json
 import os
-import signal
 import socket
 import sys
 import tempfile
@@ -25,7 +24,6 @@ from eventfold.observability.logs import LOG_FORMATS, configure_logging
 from eventfold.settings import Settings
 from eventfold.storage import open_storage
 from eventfold.storage.base import Storage
-from eventfold.worker import fold_worker
 
 EXIT_USAGE = 2
 DEFAULT_ACCOUNT = "default"
@@ -203,13 +201,15 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(settings.log_format)
+    import asyncio
+
+    from eventfold.bootstrap import build_worker
+
     with closing(open_storage(settings)) as storage:
-        worker = fold_worker(settings, storage)
+        work = build_worker(settings, storage)
         source = f" from the log {settings.log_url}" if settings.log_url else ""
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: worker.stop())
         print(f"eventfold worker: folding events{source} in {settings.database_url}", flush=True)
-        worker.run()
+        asyncio.run(work.run_until_signalled())
     return 0
 
 

@@ -29,15 +29,32 @@ class Settings:
     limits: Limits = dataclasses.field(default_factory=Limits)
     # How long a request's body may take to arrive before the answer is 408.
     body_timeout_seconds: float = 30.0
+    # Requests one server process handles at once; past it a request gets 503 before its
+    # body is read. Measured with bench/uploads.py: each 9 MiB batch in flight holds
+    # ~25 MB (peak 259 MB at a cap of 8, 815 MB at 32), so 100 holds such bodies to
+    # ~2.5 GB. Not lower: 100-event batches gain throughput up to 64 connections
+    # (docs/performance.md), and with 64 busy connections a cap of 64 gave a 65th client
+    # nothing but 503s.
+    max_concurrent_requests: int = 100
+    # After an error answered before the body was read, how long the server keeps reading
+    # (and discarding) what the client still sends, so that it can read the answer.
+    linger_seconds: float = 10.0
     # Upper bound on events queued for the writer; past it ingest answers 503.
     max_pending_events: int = 200_000
     # Unfolded events past which ingest answers 503, so a stalled fold cannot grow the
     # backlog without bound.
     max_fold_lag_events: int = 1_000_000
+    # Accepted events are in their profiles within this many seconds (the seed's "live
+    # within 10 seconds"): ingest answers 503 before the fold falls that far behind.
+    max_fold_lag_seconds: float = 10.0
     # How long an SQLite write waits for another process's lock before answering 503.
     sqlite_busy_timeout_ms: int = 5_000
     # How long a repeated Idempotency-Key is recognised.
     idempotency_window_seconds: int = 24 * 3600
+    # Fold loops per `serve` (with the fold in the server) or `worker` process. On
+    # PostgreSQL they fold different people at once, each on a connection of its own; on
+    # SQLite (one writer) more than one is safe but not faster.
+    fold_threads: int = 1
     # Whether `eventfold serve` folds events into profiles itself (else run `eventfold worker`).
     fold_in_server: bool = True
     # Log lines on stderr: "json" (one object a line) or "text".
@@ -46,6 +63,9 @@ class Settings:
     metrics_dir: str = ""
     # /readyz answers 503 when the fold is more than this many seconds behind.
     ready_max_lag_seconds: float = 10.0
+    # How long a reading of the fold's lag is reused by ingest's backpressure, /healthz,
+    # /readyz and /metrics (it counts the backlog: one read at a time, off the event loop).
+    fold_lag_cache_seconds: float = 0.5
     # How long a looked-up key stays cached; revocation takes effect within this time.
     key_cache_seconds: float = 1.0
     # Where accepted batches go before the fold: empty = the database itself, or

@@ -160,11 +160,14 @@ class LogFoldWorker:
             self._thread.join()
 
 
-def fold_worker(settings: Settings, storage: Storage) -> FoldWorker | LogFoldWorker:
-    """The fold ``settings`` ask for: from the database, or from the JetStream log with a
-    connection of its own (run on a thread, it has an event loop of its own)."""
+def fold_loops(settings: Settings, storage: Storage) -> list[FoldWorker | LogFoldWorker]:
+    """The fold loops ``settings`` ask for (``fold_threads`` of them): from the database,
+    or from the JetStream log, each with a connection of its own (run on a thread, each
+    has an event loop of its own)."""
     if not settings.log_url:
-        return FoldWorker(storage)
+        return [FoldWorker(storage) for _ in range(settings.fold_threads)]
     from eventfold.storage.nats import NatsLog
 
-    return LogFoldWorker(NatsLog(settings, storage), storage)
+    return [
+        LogFoldWorker(NatsLog(settings, storage), storage) for _ in range(settings.fold_threads)
+    ]

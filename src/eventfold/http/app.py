@@ -20,6 +20,7 @@ from eventfold.http.debugger import debugger_page, debugger_stream, reference_pa
 from eventfold.http.events import get_events, post_events
 from eventfold.http.health import healthz, prometheus_metrics, readyz
 from eventfold.http.middleware import RequestLogMiddleware
+from eventfold.http.openapi import build_openapi
 from eventfold.http.profiles import delete_profile, get_profile
 from eventfold.http.responses import json_response
 from eventfold.observability.logs import configure_logging
@@ -43,14 +44,9 @@ def create_app(services: Services, close_storage_on_shutdown: bool = False) -> S
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await services.log.connect()
-        worker = services.fold_worker
-        if worker is not None:
-            worker.start()
+        await services.background.start()
         yield
-        if worker is not None:
-            worker.stop()
-        await services.log.disconnect()
+        await services.background.stop()
         if close_storage_on_shutdown:
             services.storage.close()
 
@@ -82,7 +78,10 @@ def create_app(services: Services, close_storage_on_shutdown: bool = False) -> S
 
 async def openapi(request: Request) -> Response:
     services: Services = request.app.state.services
-    return json_response(services.openapi)
+    document = getattr(request.app.state, "openapi", None)
+    if document is None:
+        document = request.app.state.openapi = build_openapi(services.wire_types)
+    return json_response(document)
 
 
 def create_app_from_environment() -> Starlette:

@@ -17,11 +17,10 @@ FOLD_STALLED_SECONDS = 5.0
 
 
 def _fold_loop(services: Services) -> FoldLoop | None:
-    worker = services.fold_worker
-    if worker is None:
+    health = services.background.fold_health()
+    if health is None:
         return None
-    health = worker.health
-    return FoldLoop(health.running, round(health.failing_for(), 3), health.last_error)
+    return FoldLoop(health.running, round(health.failing_for_seconds, 3), health.last_error)
 
 
 def _lag(lag: FoldLag) -> Lag:

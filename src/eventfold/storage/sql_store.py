@@ -1,24 +1,16 @@
-"""``SqlStorage``: the storage contract in SQL both backends speak (``?`` placeholders).
-
-A backend subclass says how to reach its database (a write session for the group-commit
-writer, reader connections), how to insert a batch's rows fastest, how fold steps are
-kept from running twice at once, and which of its errors mean "unavailable".
+"""``SqlStorage``: the storage contract in SQL both backends speak (``?`` placeholders):
+the event log, profiles and the fold's persistence, over ``SqlBase``'s connections and
+``SqlKeys``' keys.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
 from eventfold.clock import now_ms as current_ms
 from eventfold.domain.events import AcceptedEvent
-from eventfold.domain.keys import generate_key_id, generate_secret, hash_secret
 from eventfold.domain.profile import ProfileState
 from eventfold.errors import IdempotencyConflict
 from eventfold.storage import sql_logged, sql_profiles
@@ -27,189 +19,22 @@ from eventfold.storage.base import (
     FoldLag,
     FoldStep,
     IdempotencyClaim,
-    KeyRecord,
     LoggedBatch,
-    Principal,
     QuarantinedEvent,
     StoredEvent,
 )
-from eventfold.storage.group_commit import GroupCommitWriter, WriteSession, storage_unavailable
 from eventfold.storage.sql import SqlConnection
-from eventfold.storage.sql_fold import FoldLocking, QueueCursor, SqlFoldTransaction
+from eventfold.storage.sql_base import EVENT_COLUMNS, Row
+from eventfold.storage.sql_fold import QueueCursor, SqlFoldTransaction
+from eventfold.storage.sql_idempotency import claim_key
+from eventfold.storage.sql_keys import SqlKeys
 
-EVENT_COLUMNS = (
-    "account_id",
-    "received_at",
-    "occurred_at",
-    "action",
-    "email",
-    "phone",
-    "profile_ref",
-    "body",
-)
-Row = tuple[Any, ...]
-T = TypeVar("T")
-# How long reads fail at once after the database did not answer one.
-_RECONNECT_PAUSE_SECONDS = 1.0
+__all__ = ["EVENT_COLUMNS", "Row", "SqlStorage"]
 logger = logging.getLogger("eventfold.storage")
 
 
-class SqlStorage:
+class SqlStorage(SqlKeys):
     """Keys, accounts, the event log and profiles, over a group-commit writer."""
-
-    def __init__(
-        self,
-        session: WriteSession,
-        max_pending_events: int,
-        on_commit: Callable[[int, float], None] | None,
-    ) -> None:
-        self._writer = GroupCommitWriter(session, max_pending_events, on_commit)
-        self._readers = threading.local()
-        self._all_readers: list[SqlConnection] = []
-        self._readers_lock = threading.Lock()
-        self._unreachable_until = 0.0
-        self._unreachable_because: Exception = ConnectionError("not connected yet")
-        self._new_events = threading.Event()
-        # Late commits (PostgreSQL) wait at most this long plus a step to be folded.
-        self._fold_cursor = QueueCursor(rescan_seconds=1.0)
-
-    # --- what a backend provides ----------------------------------------------------
-
-    def _connect_reader(self) -> SqlConnection:
-        raise NotImplementedError
-
-    def _insert_events(self, connection: SqlConnection, rows: list[Row]) -> None:
-        connection.executemany(
-            f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-
-    # How concurrent folds are kept apart: nothing where write transactions exclude
-    # each other (SQLite).
-    _fold_locking = FoldLocking()
-
-    def _run_fold(self, job: Callable[[SqlConnection], T], rows: int = 1) -> T:
-        """Runs a fold, erasure or quarantine job in a transaction of its own and
-        commits: on the one writer here (SQLite)."""
-        return self._writer.run(job, rows)
-
-    def _lock_fold_gate(self, connection: SqlConnection, exclusive: bool) -> None:
-        """Folds pass the gate together; an erasure passes it alone (waiting for the
-        folds in flight), so it sees every accepted event folded or none of a step's."""
-
-    _read_errors: tuple[type[Exception], ...] = ()
-
-    # --- plumbing ---------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Commits what is queued, then closes the writer's and the readers' connections."""
-        self._writer.close()
-        with self._readers_lock:
-            for connection in self._all_readers:
-                with contextlib.suppress(Exception):  # a lost connection is closed already
-                    connection.close()
-            self._all_readers.clear()
-
-    @contextmanager
-    def _reading(self) -> Iterator[SqlConnection]:
-        """This thread's reader connection; a lost one is dropped and the read is a 503."""
-        connection: SqlConnection | None = getattr(self._readers, "connection", None)
-        if connection is None:
-            if time.monotonic() < self._unreachable_until:
-                raise storage_unavailable(self._unreachable_because)
-            try:
-                connection = self._connect_reader()
-            except self._read_errors as error:
-                self._note_unreachable(error)
-                raise storage_unavailable(error) from None
-            self._readers.connection = connection
-            with self._readers_lock:
-                self._all_readers.append(connection)
-        try:
-            yield connection
-        except self._read_errors as error:
-            self._readers.connection = None
-            self._note_unreachable(error)
-            raise storage_unavailable(error) from None
-
-    def _note_unreachable(self, error: Exception) -> None:
-        """After a failed read, new reader connections are not tried for a moment: with
-        the database down, requests fail at once instead of each waiting out a connect
-        timeout (5 s on PostgreSQL)."""
-        self._unreachable_because = error
-        self._unreachable_until = time.monotonic() + _RECONNECT_PAUSE_SECONDS
-
-    # --- keys -----------------------------------------------------------------------
-
-    def create_key(
-        self, account_name: str, now_ms: int, rate_limit: float | None = None
-    ) -> tuple[KeyRecord, str]:
-        secret, key_id = generate_secret(), generate_key_id()
-
-        def insert(connection: SqlConnection) -> None:
-            connection.execute(
-                "INSERT INTO accounts (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                (account_name, now_ms),
-            )
-            connection.execute(
-                "INSERT INTO api_keys (id, account_id, secret_hash, created_at, rate_limit)"
-                " SELECT ?, id, ?, ?, ? FROM accounts WHERE name = ?",
-                (key_id, hash_secret(secret), now_ms, rate_limit, account_name),
-            )
-
-        self._writer.run(insert)
-        return KeyRecord(key_id, account_name, now_ms, None, None, rate_limit), secret
-
-    def set_rate_limit(self, key_id: str, rate_limit: float | None) -> bool:
-        return self._changed(
-            "UPDATE api_keys SET rate_limit = ? WHERE id = ?", (rate_limit, key_id)
-        )
-
-    def list_keys(self) -> list[KeyRecord]:
-        with self._reading() as connection:
-            rows = connection.execute(
-                "SELECT k.id, a.name, k.created_at, k.last_used_at, k.revoked_at, k.rate_limit"
-                " FROM api_keys k JOIN accounts a ON a.id = k.account_id"
-                " ORDER BY k.created_at, k.id"
-            ).fetchall()
-        return [KeyRecord(*row) for row in rows]
-
-    def revoke_key(self, key_id: str, now_ms: int) -> bool:
-        return self._changed(
-            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?",
-            (now_ms, key_id),
-        )
-
-    def _changed(self, statement: str, parameters: tuple[Any, ...]) -> bool:
-        """Runs one write; whether it changed a row."""
-        rowcount: int = self._writer.run(
-            lambda connection: connection.execute(statement, parameters).rowcount
-        )
-        return rowcount > 0
-
-    def find_key(self, secret_hash: bytes) -> Principal | None:
-        with self._reading() as connection:
-            row = connection.execute(
-                "SELECT k.id, a.id, a.name, k.rate_limit"
-                " FROM api_keys k JOIN accounts a ON a.id = k.account_id"
-                " WHERE k.secret_hash = ? AND k.revoked_at IS NULL",
-                (secret_hash,),
-            ).fetchone()
-        return Principal(*row) if row else None
-
-    def touch_key(self, key_id: str, now_ms: int) -> None:
-        # Fire and forget: a missed "last used" time must never fail a request.
-        self._writer.enqueue_quietly(
-            lambda connection: connection.execute(
-                "UPDATE api_keys SET last_used_at = ?"
-                " WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
-                (now_ms, key_id, now_ms),
-            )
-        )
-
-    def has_keys(self) -> bool:
-        with self._reading() as connection:
-            return connection.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone() is not None
 
     # --- events ---------------------------------------------------------------------
 
@@ -223,7 +48,7 @@ class SqlStorage:
         rows = [(account_id, received_at_ms, *event) for event in events]
 
         def insert(connection: SqlConnection) -> bool:
-            if claim is not None and not _claim_key(connection, account_id, received_at_ms, claim):
+            if claim is not None and not claim_key(connection, account_id, received_at_ms, claim):
                 return False
             if rows:
                 self._insert_events(connection, rows)
@@ -374,7 +199,7 @@ class SqlStorage:
         """Stores one logged batch, less the events of people erased after it was logged."""
         if batch.claim is not None:
             try:
-                if not _claim_key(connection, batch.account_id, batch.received_at_ms, batch.claim):
+                if not claim_key(connection, batch.account_id, batch.received_at_ms, batch.claim):
                     return  # a repeat of a batch already stored
             except IdempotencyConflict:
                 # Its 202 came from an API node that could not see the first use of the
@@ -403,38 +228,3 @@ class SqlStorage:
     def fold_lag(self, now_ms: int) -> FoldLag:
         with self._reading() as connection:
             return sql_profiles.fold_lag(connection, now_ms)
-
-
-def _claim_key(
-    connection: SqlConnection, account_id: int, now_ms: int, claim: IdempotencyClaim
-) -> bool:
-    """True if the batch is new; False if it repeats a batch stored under the same key.
-
-    Runs in the writer's transaction. A repeat racing the first request waits behind it
-    (SQLite's single writer; PostgreSQL's insert waits for the other transaction) and
-    then sees its row.
-    """
-    inserted = connection.execute(
-        "INSERT INTO idempotency_keys (account_id, key, body_hash, created_at)"
-        " VALUES (?, ?, ?, ?) ON CONFLICT (account_id, key) DO NOTHING",
-        (account_id, claim.key, claim.body_hash, now_ms),
-    ).rowcount
-    if inserted == 1:
-        return True
-    renewed = connection.execute(  # an expired key is free again
-        "UPDATE idempotency_keys SET body_hash = ?, created_at = ?"
-        " WHERE account_id = ? AND key = ? AND created_at < ?",
-        (claim.body_hash, now_ms, account_id, claim.key, claim.not_before_ms),
-    ).rowcount
-    if renewed == 1:
-        return True
-    row = connection.execute(
-        "SELECT body_hash FROM idempotency_keys WHERE account_id = ? AND key = ?",
-        (account_id, claim.key),
-    ).fetchone()
-    if bytes(row[0]) == claim.body_hash:
-        return False
-    raise IdempotencyConflict(
-        f"the Idempotency-Key {claim.key[:80]!r} was already used with a different body; "
-        "use a new key for a new batch"
-    )

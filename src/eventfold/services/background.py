@@ -1,0 +1,74 @@
+"""What a process runs in the background: the log's connection and its fold loops (and,
+later, deliveries). ``eventfold serve`` starts it in the HTTP app's lifespan and
+``eventfold worker`` in the foreground; ``bootstrap`` builds it for both."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from eventfold.services.fold import FoldHealth
+from eventfold.storage.base import EventLog
+
+
+class FoldLoop(Protocol):
+    health: FoldHealth
+
+    def start(self) -> None:
+        """Runs the loop on a thread of its own."""
+
+    def stop(self) -> None:
+        """Asks the loop to finish its step, and waits for it."""
+
+
+@dataclass(frozen=True, slots=True)
+class FoldLoopsHealth:
+    """The fold loops of one process, together: running only if all are, failing for as
+    long as the one failing longest."""
+
+    running: bool
+    failing_for_seconds: float
+    last_error: str | None
+
+
+class BackgroundWork:
+    def __init__(self, log: EventLog, folds: Sequence[FoldLoop]) -> None:
+        self._log = log
+        self._folds = list(folds)
+
+    async def start(self) -> None:
+        await self._log.connect()
+        for fold in self._folds:
+            fold.start()
+
+    async def stop(self) -> None:
+        for fold in self._folds:
+            fold.stop()
+        await self._log.disconnect()
+
+    async def run_until_signalled(self) -> None:
+        """Starts, runs until SIGINT or SIGTERM, then stops (``eventfold worker``)."""
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
+        await self.start()
+        try:
+            await stopping.wait()
+        finally:
+            await self.stop()
+
+    def fold_health(self) -> FoldLoopsHealth | None:
+        """How this process's fold loops are doing; None when it runs none."""
+        if not self._folds:
+            return None
+        healths = [fold.health for fold in self._folds]
+        errors = [health.last_error for health in healths if health.last_error is not None]
+        return FoldLoopsHealth(
+            running=all(health.running for health in healths),
+            failing_for_seconds=max(health.failing_for() for health in healths),
+            last_error=errors[0] if errors else None,
+        )
