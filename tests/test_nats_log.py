@@ -321,3 +321,18 @@ def test_when_one_of_two_workers_dies_the_other_folds_its_batches(
             doomed.wait()
             assert total_stored(postgres_url) < len(load.accepted), "too late"
             assert_exactly_once(postgres_url, load)
+
+
+def test_a_poison_event_from_the_stream_is_quarantined_and_the_rest_folds(
+    cluster: NatsCluster, postgres_url: str, tmp_path: Path
+) -> None:
+    from tests.test_fold_quarantine import POISON, poisoned
+
+    env = log_env(postgres_url)
+    with served(tmp_path, env, ("--log", cluster.url)) as server, poisoned(postgres_url):
+        assert post(server, [{"action": "view", "email": POISON}]) == 202
+        assert post(server, [{"action": "view", "email": "fine@example.com"}]) == 202
+        wait_for(lambda: profile(server, "fine@example.com") is not None, timeout=10)
+        wait_for(lambda: httpx2.get(f"{server.url}/healthz").json()["lag"]["quarantined"] == 1)
+        assert profile(server, POISON) is None
+    assert stored_emails(postgres_url) == Counter({POISON: 1, "fine@example.com": 1})
