@@ -305,7 +305,7 @@ curl -i -H 'Content-Type: application/json' -H 'Authorization: Bearer {secret}' 
 
 
 def _quarantine_list(args: argparse.Namespace, settings: Settings) -> int:
-    with closing(open_storage(settings.replace(fold_in_server=False))) as storage:
+    with closing(open_storage(settings)) as storage:
         events = storage.quarantined(args.limit)
     if not events:
         print("no event is quarantined")
@@ -320,7 +320,7 @@ def _quarantine_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _quarantine_retry(args: argparse.Namespace, settings: Settings) -> int:
-    with closing(open_storage(settings.replace(fold_in_server=False))) as storage:
+    with closing(open_storage(settings)) as storage:
         released = storage.release_quarantined(args.seqs or None)
     print(
         f"put {released} quarantined event(s) back on the fold's queue; a running fold "
