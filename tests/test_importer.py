@@ -130,3 +130,56 @@ def test_json_and_csv_files_are_imported(server: Served, tmp_path: Path) -> None
     }
     assert search["channel"] == "web"
     assert stored(server) == 4
+
+
+def test_in_a_terminal_the_import_shows_one_progress_bar_and_no_log_lines(
+    server: Served, tmp_path: Path
+) -> None:
+    import os
+    import pty
+    import select
+    import time
+
+    rng = random.Random(3)
+    source = tmp_path / "events.ndjson"
+    source.write_text("\n".join(json.dumps(realistic_event(rng, people=50)) for _ in range(5_000)))
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the importer, with the pseudo-terminal as its screen
+        os.execvp(  # noqa: S606 - the importer itself, argument by argument
+            sys.executable,
+            [
+                sys.executable,
+                "-m",
+                "eventfold",
+                "import",
+                str(source),
+                "--batch-size",
+                "100",
+                "--url",
+                server.url,
+                "--key",
+                server.secret,
+            ],
+        )
+    screen = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([terminal], [], [], 1)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+    _, status = os.waitpid(pid, 0)
+    text = screen.decode("utf-8", "replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "sent 5000 events" in text
+    # 50 batches went out; not one log line of the HTTP client (or anything else) between
+    # the redraws of the bar.
+    assert "HTTP Request" not in text
+    assert "INFO" not in text
+    assert stored(server) == 5_000

@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env().replace(
             database_url=getattr(args, "database", None),
             log_url=getattr(args, "log", None),
+            verbose=args.verbose,
             **{name: getattr(args, name, None) for name in ("host", "port", "workers")},
         )
         result: int = args.run(args, settings)
@@ -48,6 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eventfold", description=__doc__)
     parser.add_argument("--version", action="version", version=f"eventfold {__version__}")
+    parser.add_argument(
+        "--verbose",
+        action="store_const",
+        const=True,
+        help="also log other libraries' INFO lines (HTTP requests, NATS), not only eventfold's",
+    )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     database = argparse.ArgumentParser(add_help=False)
@@ -200,7 +207,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, settings.verbose)
     import asyncio
 
     from eventfold.bootstrap import build_worker
@@ -235,7 +242,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     if not args.file.is_file():
         raise ConfigurationError(f"{args.file} is not a file")
     rejects_path = args.rejects or args.file.with_name(args.file.name + ".rejects.ndjson")
-    configure_logging("text")
+    configure_logging("text", settings.verbose)
     with rejects_path.open("w", encoding="utf-8") as rejects, Client(args.url, args.key) as client:
         report = run_import(
             args.file,

@@ -57,6 +57,8 @@ class Settings:
     fold_threads: int = 1
     # Whether `eventfold serve` folds events into profiles itself (else run `eventfold worker`).
     fold_in_server: bool = True
+    # Also log other libraries' INFO lines (HTTP clients, NATS), not only their warnings.
+    verbose: bool = False
     # Log lines on stderr: "json" (one object a line) or "text".
     log_format: str = "json"
     # Folder where server processes share their metrics (set by `serve --workers N`).

@@ -87,5 +87,5 @@ async def openapi(request: Request) -> Response:
 def create_app_from_environment() -> Starlette:
     """The factory uvicorn imports in every worker process (settings come from the env)."""
     settings = Settings.from_env()
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, settings.verbose)
     return create_app(build_services(settings), close_storage_on_shutdown=True)

@@ -39,13 +39,17 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(log_format: str) -> None:
-    """Sends eventfold's and uvicorn's logs to stderr in the given format."""
+def configure_logging(log_format: str, verbose: bool = False) -> None:
+    """Sends eventfold's and uvicorn's logs to stderr in the given format: eventfold's
+    from INFO up, other libraries' (HTTP clients, NATS, ...) from WARNING up unless
+    ``verbose`` (an HTTP client's INFO line per request tore the importer's progress bar
+    apart)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("eventfold").setLevel(logging.INFO)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
