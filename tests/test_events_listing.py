@@ -55,6 +55,29 @@ def test_paging_while_new_events_arrive_neither_skips_nor_repeats(
     assert seen == [f"e{i}" for i in reversed(range(25))]
 
 
+def test_order_asc_pages_oldest_first_with_the_same_cursor_rules(
+    client: TestClient, secret: str
+) -> None:
+    post_events(client, secret, *[{"action": f"e{i}", "email": "x@b.co"} for i in range(25)])
+    seen: list[str] = []
+    page = listing(client, secret, limit=10, order="asc")
+    while page["nextCursor"] is not None:
+        seen += [e["action"] for e in page["events"]]
+        cursor = page["nextCursor"]
+        page = listing(client, secret, limit=10, order="asc", cursor=cursor)
+    seen += [e["action"] for e in page["events"]]
+    assert seen == [f"e{i}" for i in range(25)]
+    # A cursor continues the order it was given for, and says so otherwise.
+    response = client.get(
+        "/api/v0/events", params={"cursor": cursor, "order": "desc"}, headers=auth(secret)
+    )
+    assert response.status_code == 400
+    assert "other order" in response.json()["message"]
+    response = client.get("/api/v0/events", params={"order": "up"}, headers=auth(secret))
+    assert response.status_code == 400
+    assert response.json()["message"].startswith("order:")
+
+
 def test_filters_by_action_time_and_person(client: TestClient, secret: str) -> None:
     post_events(
         client,

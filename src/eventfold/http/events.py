@@ -56,6 +56,7 @@ async def get_events(request: Request) -> Response:
         end=query.get("endDateTime"),
         person=person,
         limit=query.get("limit"),
+        order=query.get("order"),
     )
     page = await run_in_threadpool(services.profiles.list_events, principal, listing)
     return json_response(page)

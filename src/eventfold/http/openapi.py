@@ -164,8 +164,16 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
                     },
                 },
                 "get": {
-                    "summary": "List the account's stored events, newest first",
+                    "summary": "List the account's stored events, newest (or oldest) first",
                     "parameters": [
+                        {
+                            "name": "order",
+                            "in": "query",
+                            "required": False,
+                            "description": "desc (newest first, the default) or asc (oldest "
+                            "first); a cursor continues the order it was given for",
+                            "schema": {"type": "string", "enum": ["desc", "asc"]},
+                        },
                         {
                             "name": "limit",
                             "in": "query",

@@ -38,6 +38,7 @@ class EventListing:
     end: str | None = None
     person: tuple[str, str] | None = None
     limit: str | None = None
+    order: str | None = None  # "desc" (newest first, the default) or "asc"
 
 
 class ProfileService:
@@ -64,19 +65,26 @@ class ProfileService:
         )
 
     def list_events(self, principal: Principal, listing: EventListing) -> dict[str, Any]:
-        """A page of the account's events, newest first, and the cursor of the next page."""
+        """A page of the account's events, newest (or oldest) first, and the cursor of
+        the next page."""
         limit = _parse_limit(listing.limit)
+        ascending = _parse_order(listing.order)
+        cursor = _decode_cursor(listing.cursor, ascending)
         query = EventQuery(
             account_id=principal.account_id,
             limit=limit + 1,
-            before_seq=_decode_cursor(listing.cursor),
+            before_seq=None if ascending else cursor,
+            after_seq=cursor if ascending else None,
+            ascending=ascending,
             actions=listing.event_types,
             start_ms=_parse_time("startDateTime", listing.start),
             end_ms=_parse_time("endDateTime", listing.end),
             person=listing.person,
         )
         events = self._store.list_events(query)
-        next_cursor = _encode_cursor(events[limit - 1].seq) if len(events) > limit else None
+        next_cursor = (
+            _encode_cursor(events[limit - 1].seq, ascending) if len(events) > limit else None
+        )
         return {"events": [event_view(e) for e in events[:limit]], "nextCursor": next_cursor}
 
 
@@ -114,17 +122,38 @@ def _parse_time(name: str, raw: str | None) -> int | None:
     return to_epoch_ms(moment)
 
 
-def _encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
+def _parse_order(raw: str | None) -> bool:
+    """Whether the listing is oldest first."""
+    if raw is None or raw == "desc":
+        return False
+    if raw == "asc":
+        return True
+    raise InvalidRequest(
+        f"order: {raw[:20]!r} is not 'asc' (oldest first) or 'desc' (newest first)"
+    )
 
 
-def _decode_cursor(cursor: str | None) -> int | None:
+# A cursor says which way it pages, so that one cannot be used the other way by mistake.
+_CURSOR_VERSIONS = {False: "v1", True: "v1a"}
+
+
+def _encode_cursor(seq: int, ascending: bool) -> str:
+    text = f"{_CURSOR_VERSIONS[ascending]}:{seq}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None, ascending: bool) -> int | None:
     if cursor is None:
         return None
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         version, _, seq = text.partition(":")
-        if version == "v1" and seq.isdigit():
+        if version in _CURSOR_VERSIONS.values() and seq.isdigit():
+            if version != _CURSOR_VERSIONS[ascending]:
+                raise InvalidRequest(
+                    "cursor: it continues a listing in the other order; pass the same "
+                    "'order' as the request that gave it"
+                )
             return int(seq)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass

@@ -52,7 +52,8 @@ class StoredEvent:
 
 @dataclass(frozen=True, slots=True)
 class EventQuery:
-    """A page of one account's events, newest first; ``before_seq`` continues a listing."""
+    """A page of one account's events, newest first (``before_seq`` continues a listing),
+    or oldest first (``ascending``; ``after_seq`` continues it)."""
 
     account_id: int
     limit: int
@@ -62,6 +63,7 @@ class EventQuery:
     start_ms: int | None = None  # inclusive
     end_ms: int | None = None  # exclusive
     person: tuple[str, str] | None = None  # (kind, normalised value)
+    ascending: bool = False  # oldest first
 
 
 @dataclass(frozen=True, slots=True)

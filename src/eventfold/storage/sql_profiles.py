@@ -134,7 +134,7 @@ def list_events(connection: SqlConnection, query: EventQuery) -> list[StoredEven
         params.extend([query.account_id, kind, indexed_value(value), value])
     rows = connection.execute(
         f"SELECT seq, received_at, body, profile_id FROM events WHERE {' AND '.join(clauses)}"
-        " ORDER BY seq DESC LIMIT ?",
+        f" ORDER BY seq {'ASC' if query.ascending else 'DESC'} LIMIT ?",
         (*params, query.limit),
     )
     return [StoredEvent(seq, received, bytes(body), pid) for seq, received, body, pid in rows]
