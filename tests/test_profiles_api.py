@@ -180,3 +180,41 @@ def test_healthz_reports_the_fold_lag(client: TestClient) -> None:
     assert set(body["lag"]) == {"events", "seconds", "quarantined"}
     assert body["fold"]["running"] is True
     assert body["fold"]["lastError"] is None
+
+
+def test_a_profile_is_read_by_eventfolds_own_id_and_a_merged_id_names_the_survivor(
+    client: TestClient, secret: str
+) -> None:
+    post_events(client, secret, {"action": "view", "email": "m@b.co"})
+    post_events(client, secret, {"action": "view", "phoneNumber": "+359777"})
+    wait_for_fold(client)
+    by_email = profile(client, secret, email="m@b.co")
+    by_phone = profile(client, secret, phoneNumber="+359777")
+    response = client.get(f"/api/v0/profiles/{by_email['id']}", headers=auth(secret))
+    assert response.status_code == 200
+    assert response.json() == by_email
+    # An event links the two people: the younger profile is merged into the older.
+    post_events(client, secret, {"action": "link", "email": "m@b.co", "phoneNumber": "+359777"})
+    wait_for_fold(client)
+    survivor, merged = sorted([by_email["id"], by_phone["id"]], key=lambda i: int(i[5:]))
+    response = client.get(f"/api/v0/profiles/{merged}", headers=auth(secret))
+    assert response.status_code == 404
+    assert response.json()["mergedInto"] == survivor
+    assert survivor in response.json()["message"]
+    found = client.get(f"/api/v0/profiles/{survivor}", headers=auth(secret)).json()
+    assert found["eventCount"] == 3
+    for bad, status in (("prof_999999", 404), ("42", 400), ("prof_x", 400)):
+        response = client.get(f"/api/v0/profiles/{bad}", headers=auth(secret))
+        assert response.status_code == status, bad
+        assert response.json()["message"]
+
+
+def test_profile_ids_are_scoped_to_the_keys_account(
+    client: TestClient, storage: Storage, secret: str
+) -> None:
+    post_events(client, secret, {"action": "view", "email": "own@b.co"})
+    wait_for_fold(client)
+    own = profile(client, secret, email="own@b.co")["id"]
+    other = storage.create_key("other", now_ms())[1]
+    response = client.get(f"/api/v0/profiles/{own}", headers=auth(other))
+    assert response.status_code == 404

@@ -56,6 +56,14 @@ class NotFound(EventfoldError):
     status = 404
 
 
+class MergedAway(NotFound):
+    """A profile id that was merged into another profile (an event linked the two)."""
+
+    def __init__(self, message: str, merged_into: str) -> None:
+        super().__init__(message)
+        self.merged_into = merged_into
+
+
 class RequestTimeout(EventfoldError):
     status = 408
 

@@ -21,7 +21,7 @@ from eventfold.http.events import get_events, post_events
 from eventfold.http.health import healthz, prometheus_metrics, readyz
 from eventfold.http.middleware import RequestLogMiddleware
 from eventfold.http.openapi import build_openapi
-from eventfold.http.profiles import delete_profile, get_profile
+from eventfold.http.profiles import delete_profile, get_profile, get_profile_by_id
 from eventfold.http.responses import json_response
 from eventfold.observability.logs import configure_logging
 from eventfold.settings import Settings
@@ -54,6 +54,7 @@ def create_app(services: Services, close_storage_on_shutdown: bool = False) -> S
         routes=[
             Route("/api/v0/events", EventsEndpoint),
             Route("/api/v0/profiles", ProfilesEndpoint),
+            Route("/api/v0/profiles/{profile_id}", get_profile_by_id, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", prometheus_metrics, methods=["GET"]),

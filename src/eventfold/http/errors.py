@@ -8,7 +8,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from eventfold.errors import EventfoldError, InvalidRequest, RetryLater, Unauthorized
+from eventfold.errors import (
+    EventfoldError,
+    InvalidRequest,
+    MergedAway,
+    RetryLater,
+    Unauthorized,
+)
 from eventfold.http.openapi import ErrorBody, FieldErrorBody
 from eventfold.http.responses import json_response
 
@@ -25,6 +31,8 @@ def error_response(error: EventfoldError) -> Response:
     headers: dict[str, str] = {}
     if isinstance(error, InvalidRequest):
         body.errors = [FieldErrorBody(e.path, e.message) for e in error.errors]
+    if isinstance(error, MergedAway):
+        body.mergedInto = error.merged_into
     if isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(error, RetryLater):

@@ -24,6 +24,8 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
 
     message: str
     errors: list[FieldErrorBody] = []
+    # A profile id merged into another: the id to ask for instead (404 only).
+    mergedInto: str | None = None
 
 
 class Lag(msgspec.Struct):
@@ -236,6 +238,27 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
                         "503": _error("the store cannot take writes now", **_RETRY),
                     },
                 },
+            },
+            "/api/v0/profiles/{profile_id}": {
+                "get": {
+                    "summary": "Read a profile by eventfold's own id (prof_…)",
+                    "description": "A profile that was merged into another answers 404 with "
+                    "mergedInto: the id of the profile it lives on in.",
+                    "parameters": [
+                        {
+                            "name": "profile_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^prof_[0-9]{1,18}$"},
+                        }
+                    ],
+                    "responses": {
+                        **_ok("the profile", "ProfileView"),
+                        "400": _BAD,
+                        "401": _UNAUTHORIZED,
+                        "404": _error("no such profile, or merged into mergedInto"),
+                    },
+                }
             },
             "/healthz": {
                 "get": {

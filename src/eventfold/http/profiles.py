@@ -32,3 +32,12 @@ async def delete_profile(request: Request) -> Response:
     principal = await authenticate(request)
     await services.profiles.erase(principal, person_in_query(request))
     return json_response({}, status_code=202)
+
+
+async def get_profile_by_id(request: Request) -> Response:
+    services: Services = request.app.state.services
+    principal = await authenticate(request)
+    profile = await run_in_threadpool(
+        services.profiles.get_profile_by_id, principal, request.path_params["profile_id"]
+    )
+    return json_response(profile)

@@ -12,7 +12,7 @@ import msgspec
 
 from eventfold.domain.moments import iso_from_ms, to_epoch_ms
 from eventfold.domain.profile import ProfileView, profile_view
-from eventfold.errors import InvalidRequest, NotFound
+from eventfold.errors import InvalidRequest, MergedAway, NotFound
 from eventfold.services.fold import fold_everything
 from eventfold.storage.base import (
     EventLog,
@@ -56,6 +56,27 @@ class ProfileService:
             )
         profile_id, state = found
         return profile_view(public_profile_id(profile_id), state)
+
+    def get_profile_by_id(self, principal: Principal, public_id: str) -> ProfileView:
+        """The profile with eventfold's own id (``prof_…``); NotFound, or MergedAway
+        naming the profile it was merged into."""
+        number = public_id.removeprefix(PROFILE_ID_PREFIX)
+        if not public_id.startswith(PROFILE_ID_PREFIX) or not number.isdigit() or len(number) > 18:
+            raise InvalidRequest(
+                f"profile id: {public_id[:40]!r} is not an eventfold profile id like 'prof_123' "
+                "(to look up the shop's own id, use ?profileId=)"
+            )
+        found = self._store.profile_by_id(principal.account_id, int(number))
+        if found is None:
+            raise NotFound(f"no profile {public_id} in this account")
+        if isinstance(found, int):
+            survivor = public_profile_id(found)
+            raise MergedAway(
+                f"profile {public_id} was merged into {survivor} (an event linked their "
+                f"identifiers); ask for {survivor}",
+                survivor,
+            )
+        return profile_view(public_id, found)
 
     async def erase(self, principal: Principal, person: tuple[str, str]) -> None:
         """Erases the person's profile and all their events; unknown people are fine."""

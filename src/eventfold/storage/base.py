@@ -226,6 +226,10 @@ class ProfileStore(Protocol):
     ) -> tuple[int, ProfileState] | None:
         """The profile holding this identifier, with its id."""
 
+    def profile_by_id(self, account_id: int, profile_id: int) -> ProfileState | int | None:
+        """The account's profile with this eventfold id; or, for a profile merged into
+        another, the id of the one it lives on in; or None."""
+
     async def erase_person(
         self,
         account_id: int,

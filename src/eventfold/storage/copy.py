@@ -29,6 +29,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "identities": ("account_id", "kind", "value", "profile_id"),
     "fold_state": ("name", "value"),
     "quarantined_events": ("seq", "account_id", "error", "quarantined_at"),
+    "merged_profiles": ("id", "account_id", "merged_into"),
     "idempotency_keys": ("account_id", "key", "body_hash", "created_at"),
     "unfolded": ("seq",),
 }

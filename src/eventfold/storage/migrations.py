@@ -45,6 +45,16 @@ QUARANTINE = """
     )
 """
 
+# Profile ids that were merged into another profile, so that GET /api/v0/profiles/{id}
+# can name the survivor (kept until the survivor is erased).
+MERGED_PROFILES = """
+    CREATE TABLE merged_profiles (
+        id BIGINT PRIMARY KEY,
+        account_id BIGINT NOT NULL,
+        merged_into BIGINT NOT NULL
+    )
+"""
+
 
 def _long_identifiers_by_digest(rewrite: str) -> Step:
     return (
@@ -135,6 +145,8 @@ SQLITE_MIGRATIONS: tuple[Step, ...] = (
     IDEMPOTENCY_KEYS_BY_AGE,
     # 8: see QUARANTINE and storage/identity_keys.py.
     _long_identifiers_by_digest(SQLITE_REWRITE),
+    # 9: see MERGED_PROFILES.
+    MERGED_PROFILES,
 )
 
 
@@ -224,6 +236,8 @@ POSTGRES_MIGRATIONS: tuple[Step, ...] = (
         " (SELECT coalesce(max(value), 0) FROM fold_state WHERE name = 'last_profile_id'))"
         " + 1, false)",
     ),
+    # 7: see MERGED_PROFILES.
+    MERGED_PROFILES,
 )
 
 

@@ -180,6 +180,14 @@ class SqlFoldTransaction:
                 "UPDATE identities SET profile_id = ? WHERE profile_id = ?", (final, dead)
             )
             connection.execute(
+                "UPDATE merged_profiles SET merged_into = ? WHERE merged_into = ?", (final, dead)
+            )
+            connection.execute(
+                "INSERT INTO merged_profiles (id, account_id, merged_into) VALUES (?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET merged_into = excluded.merged_into",
+                (dead, book.accounts[final], final),
+            )
+            connection.execute(
                 "UPDATE events SET profile_id = ? WHERE profile_id = ?", (final, dead)
             )
             connection.execute("DELETE FROM profiles WHERE id = ?", (dead,))

@@ -89,6 +89,7 @@ def erase_person(
     connection.execute("DELETE FROM events WHERE profile_id = ?", (profile_id,))
     connection.execute("DELETE FROM identities WHERE profile_id = ?", (profile_id,))
     connection.execute("DELETE FROM profiles WHERE id = ?", (profile_id,))
+    connection.execute("DELETE FROM merged_profiles WHERE merged_into = ?", (profile_id,))
     return {(kind, value), *((row[0], row[1]) for row in rows)}
 
 
@@ -101,6 +102,22 @@ def find_profile(
         (account_id, kind, indexed_value(value)),
     ).fetchone()
     return (row[0], _state_decoder.decode(row[1])) if row else None
+
+
+def profile_by_id(
+    connection: SqlConnection, account_id: int, profile_id: int
+) -> ProfileState | int | None:
+    """The account's profile with this id; or the id it was merged into; or None."""
+    row = connection.execute(
+        "SELECT state FROM profiles WHERE id = ? AND account_id = ?", (profile_id, account_id)
+    ).fetchone()
+    if row is not None:
+        return _state_decoder.decode(row[0])
+    merged = connection.execute(
+        "SELECT merged_into FROM merged_profiles WHERE id = ? AND account_id = ?",
+        (profile_id, account_id),
+    ).fetchone()
+    return int(merged[0]) if merged is not None else None
 
 
 _PERSON_COLUMNS = {"email": "email", "phoneNumber": "phone", "profileId": "profile_ref"}

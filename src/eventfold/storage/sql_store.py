@@ -154,6 +154,10 @@ class SqlStorage(SqlKeys):
         with self._reading() as connection:
             return sql_profiles.find_profile(connection, account_id, kind, value)
 
+    def profile_by_id(self, account_id: int, profile_id: int) -> ProfileState | int | None:
+        with self._reading() as connection:
+            return sql_profiles.profile_by_id(connection, account_id, profile_id)
+
     async def erase_person(
         self,
         account_id: int,
