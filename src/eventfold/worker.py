@@ -126,6 +126,9 @@ class LogFoldWorker:
     async def _step(self) -> None:
         fetched = await self._log.fetch(self._fetch_batches, timeout=IDLE_POLL_SECONDS * 5)
         if not fetched:
+            # Idle: fold what waits in the database's queue without a batch to bring it
+            # along (events put back from the quarantine).
+            await asyncio.to_thread(self._fold.fold_pending, FOLD_BATCH_SIZE)
             return
         # Fetch about FETCH_BYTES at a time, whatever the batches' size: 200 batches of
         # 1,000 events held 350 MB while they were applied.
