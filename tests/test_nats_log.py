@@ -4,6 +4,7 @@ worker is SIGKILLed, erasure reaches batches still in the stream, retries are re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -329,10 +330,22 @@ def test_a_poison_event_from_the_stream_is_quarantined_and_the_rest_folds(
     from tests.test_fold_quarantine import POISON, poisoned
 
     env = log_env(postgres_url)
-    with served(tmp_path, env, ("--log", cluster.url)) as server, poisoned(postgres_url):
+    with served(tmp_path, env, ("--log", cluster.url)) as server:
+        poisoning = contextlib.ExitStack()
+        poisoning.enter_context(poisoned(postgres_url))
         assert post(server, [{"action": "view", "email": POISON}]) == 202
         assert post(server, [{"action": "view", "email": "fine@example.com"}]) == 202
         wait_for(lambda: profile(server, "fine@example.com") is not None, timeout=10)
         wait_for(lambda: httpx2.get(f"{server.url}/healthz").json()["lag"]["quarantined"] == 1)
         assert profile(server, POISON) is None
+        poisoning.close()  # the cause is fixed; the operator retries, with no new batch
+        retried = subprocess.run(
+            [sys.executable, "-m", "eventfold", "fold", "quarantine", "retry"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert retried.returncode == 0, retried.stderr
+        wait_for(lambda: profile(server, POISON) is not None, timeout=10)
     assert stored_emails(postgres_url) == Counter({POISON: 1, "fine@example.com": 1})
