@@ -59,6 +59,7 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
             fold_lag,
             settings.idempotency_window_seconds,
             settings.max_fold_lag_events,
+            settings.max_fold_lag_seconds,
         ),
         profiles=ProfileService(storage, log),
         fold_lag=fold_lag,

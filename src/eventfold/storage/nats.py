@@ -14,8 +14,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Mapping, Sequence
 
 import msgspec
 import nats
@@ -34,9 +33,22 @@ logger = logging.getLogger("eventfold.nats")
 
 CONSUMER = "eventfold-fold"
 _BODY_HASH = "Eventfold-Body-Hash"
+_EVENTS = "Eventfold-Events"  # how many events the batch holds
 _ATTEMPT_SECONDS = 2.0  # one publish's wait for its acknowledgement before trying again
 _DEFAULT_REPLICAS = 3  # or 1 where the cluster is smaller (a single server)
 _READY_SECONDS = 30.0  # how long start-up waits for JetStream to make the stream
+# What JetStream's file store counts for a message besides its subject, headers and
+# payload (its record's length fields and hash; checked against stream_info on 2.15).
+_STORED_OVERHEAD_BYTES = 34
+# The measured bytes per event follow this node's last few thousand batches.
+_BYTES_PER_EVENT_MEMORY = 0.999
+# A worker fetches about this many events at a time (as many batches as that takes, by
+# the batches it fetched before), whatever the worker asks for: each fetch is one fold
+# transaction, and the backlog shrinks only when one commits. With 200 batches of 100
+# events a step took 5 s on two busy cores, for which ingest's backpressure saw the fold
+# fold nothing (services/fold_lag.py); 2,000 is the database fold's step too
+# (worker.FOLD_BATCH_SIZE).
+_FETCH_EVENTS = 2_000
 
 
 class _WireBatch(msgspec.Struct, array_like=True):
@@ -87,6 +99,11 @@ class NatsLog:
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._subscription: JetStreamContext.PullSubscription | None = None
+        # Stored bytes and events of the batches this node published (decaying sums).
+        self._published_bytes = 0.0
+        self._published_events = 0.0
+        # Events per batch fetched (a moving average); None: one batch is fetched first.
+        self._fetched_events_per_batch: float | None = None
 
     # --- connection -------------------------------------------------------------------
 
@@ -203,11 +220,13 @@ class NatsLog:
         # Every publish carries an id, so that trying again after a lost acknowledgement
         # is recognised by JetStream instead of storing the batch twice.
         message_id = f"{account_id}:{claim.key}" if claim else uuid.uuid4().hex
-        headers = {"Nats-Msg-Id": message_id}
+        headers = {"Nats-Msg-Id": message_id, _EVENTS: str(len(events))}
         if claim is not None:
             headers[_BODY_HASH] = claim.body_hash.hex()
         payload = encode_batch(account_id, received_at_ms, events, claim)
-        ack = await self._publish(f"{self._stream}.batches.{account_id}", payload, headers)
+        subject = f"{self._stream}.batches.{account_id}"
+        ack = await self._publish(subject, payload, headers)
+        self._measure(_stored_size(subject, headers, len(payload)), len(events))
         if ack.duplicate and claim is not None:
             await self._check_repeat(ack.seq, account_id, claim)
             return False
@@ -259,21 +278,57 @@ class NatsLog:
         self._storage.forget_idempotency_keys(before_ms)
 
     async def backlog(self, now_ms: int) -> FoldLag:
-        """Batches in the stream not yet applied, plus anything unfolded in the database."""
+        """Events in the batches not yet applied, plus anything unfolded in the database;
+        the age of the oldest of either."""
         js = self._jetstream()
         folding = await self._storage.backlog(now_ms)
         with _translated("does not answer"):
-            stream = await js.stream_info(self._stream)
+            state = (await js.stream_info(self._stream)).state
             oldest = None
-            if stream.state.messages:
-                with contextlib.suppress(nats.js.errors.NotFoundError):  # applied meanwhile
-                    oldest = await js.get_msg(self._stream, stream.state.first_seq)
+            if state.messages:
+                # The first batch still there at or after first_seq: the one it names may
+                # be applied meanwhile, and the reading would have no age at all.
+                with contextlib.suppress(nats.js.errors.NotFoundError):  # all applied
+                    oldest = await js.get_msg(
+                        self._stream, state.first_seq, subject=f"{self._stream}.>", next=True
+                    )
         seconds = folding.seconds
         if oldest is not None and oldest.time is not None:
-            seconds = max(seconds, (datetime.now(UTC) - oldest.time).total_seconds())
-        # The stream counts batches, not events: each counts as one event here, which is
-        # enough for backpressure and alerts, as they follow the trend.
-        return FoldLag(events=folding.events + stream.state.messages, seconds=seconds)
+            # Against the reading's clock, as the database's own age is.
+            waited = (now_ms - oldest.time.timestamp() * 1000) / 1000
+            seconds = max(seconds, waited)
+        events = self._events_in_stream(state.messages, state.bytes, oldest)
+        return FoldLag(folding.events + events, seconds, folding.quarantined)
+
+    def _events_in_stream(
+        self, messages: int, stored_bytes: int, oldest: api.RawStreamMsg | None
+    ) -> int:
+        """The stream counts batches and bytes; events are its bytes over the bytes an
+        event takes there. Reading every batch's count would cost a request per batch;
+        the stream's bytes cost nothing more, and are exact while batches are alike. The
+        bytes per event are measured on the batches this node published (their stored
+        size, subject and headers included, over their events); a node that published
+        none yet measures the oldest batch, by its event count header. Each batch counts
+        at least one event."""
+        if not messages:
+            return 0
+        per_event = None
+        if self._published_events:
+            per_event = self._published_bytes / self._published_events
+        elif oldest is not None and oldest.data is not None:
+            counted = _event_count(oldest.headers or {})
+            if counted:
+                size = _stored_size(oldest.subject or "", oldest.headers or {}, len(oldest.data))
+                per_event = size / counted
+        if per_event is None:
+            return messages
+        return max(messages, round(stored_bytes / per_event))
+
+    def _measure(self, stored_bytes: int, events: int) -> None:
+        if events:
+            keep = _BYTES_PER_EVENT_MEMORY
+            self._published_bytes = self._published_bytes * keep + stored_bytes
+            self._published_events = self._published_events * keep + events
 
     async def erasure_bound(self) -> int | None:
         """The stream's last position: every batch answered 202 before now is at or
@@ -285,14 +340,19 @@ class NatsLog:
     # --- what workers do --------------------------------------------------------------
 
     async def fetch(self, max_batches: int, timeout: float) -> list[tuple[LoggedBatch, Msg]]:
-        """Up to ``max_batches`` batches, waiting up to ``timeout`` s for the first."""
+        """Up to ``max_batches`` batches holding about ``_FETCH_EVENTS`` events, waiting
+        up to ``timeout`` s for the first."""
+        per_batch = self._fetched_events_per_batch
+        wanted = 1 if per_batch is None else round(_FETCH_EVENTS / per_batch)
         with _translated("cannot deliver batches"):
             if self._subscription is None:
                 self._subscription = await self._jetstream().pull_subscribe_bind(
                     CONSUMER, stream=self._stream
                 )
             try:
-                messages = await self._subscription.fetch(max_batches, timeout=timeout)
+                messages = await self._subscription.fetch(
+                    max(1, min(max_batches, wanted)), timeout=timeout
+                )
             except TimeoutError:
                 return []
             fetched = []
@@ -303,6 +363,11 @@ class NatsLog:
                 except msgspec.DecodeError:
                     logger.error("stream message %d is not an eventfold batch; dropped", position)
                     await message.term()
+        if fetched:
+            events = max(1.0, sum(len(batch.events) for batch, _ in fetched) / len(fetched))
+            self._fetched_events_per_batch = (
+                events if per_batch is None else (0.8 * per_batch + 0.2 * events)
+            )
         return fetched
 
     async def acknowledge(self, messages: Sequence[Msg]) -> None:
@@ -317,6 +382,19 @@ class NatsLog:
         with _translated("does not answer"):
             info = await self._jetstream().stream_info(self._stream)
         return int(info.state.first_seq)
+
+
+def _stored_size(subject: str, headers: Mapping[str, str], payload_bytes: int) -> int:
+    """The bytes JetStream's file store counts for a message (NATS/1.0 header block)."""
+    header_bytes = 12 + sum(len(key) + len(value) + 4 for key, value in headers.items())
+    return _STORED_OVERHEAD_BYTES + len(subject) + header_bytes + payload_bytes
+
+
+def _event_count(headers: Mapping[str, str]) -> int | None:
+    try:
+        return int(headers[_EVENTS])
+    except (KeyError, ValueError):
+        return None  # published before the header existed
 
 
 @contextlib.contextmanager
