@@ -25,6 +25,8 @@ async def post_events(request: Request) -> Response:
     try:
         principal = await authenticate(request)
         gzipped = check_json_content_type(request)
+        # Before the body is read: under overload a refused request costs no upload.
+        await services.ingest.refuse_if_fold_is_behind()
         body = await read_body(
             request, settings.limits.max_body_bytes, gzipped, settings.body_timeout_seconds
         )

@@ -71,7 +71,7 @@ class IngestService:
         body stores nothing and returns as if it had.
         """
         received_at_ms = now_ms()
-        await self._refuse_if_fold_is_behind()
+        await self.refuse_if_fold_is_behind()
         claim = self._claim(idempotency_key, body, received_at_ms)
         events = self._validator.validate(body, received_at_ms)
         try:
@@ -97,7 +97,7 @@ class IngestService:
             self._log.forget_idempotency_keys(now - self._window_ms)
         return IdempotencyClaim(key, hashlib.sha256(body).digest(), now - self._window_ms)
 
-    async def _refuse_if_fold_is_behind(self) -> None:
+    async def refuse_if_fold_is_behind(self) -> None:
         """Backpressure: past the bounds, new batches wait instead of the backlog growing,
         so that what is accepted is in its profile within ``max_fold_lag_seconds``."""
         outlook = await self._fold_lag.outlook()
