@@ -130,3 +130,29 @@ def test_concurrent_workers_make_the_profiles_of_one_serial_fold(
             pass
 
     assert profiles(settings.database_url, parallel) == profiles(settings.database_url, serial)
+
+
+def test_workers_folding_one_person_at_once_lose_none_of_their_events(
+    settings: Settings, stores: list[Storage]
+) -> None:
+    main, worker_stores = stores[0], stores[1:]
+    account = new_account(main)
+    people = [{"email": "one@x.co"}, {"phoneNumber": "+3591111"}]
+    for round_ in range(10):  # the two people, linked half-way through
+        batch = [{"action": "view", **people[i % 2]} for i in range(20)]
+        if round_ == 5:
+            batch.append({"action": "link", "email": "one@x.co", "phoneNumber": "+3591111"})
+        run(main, account, ("append", batch))
+    workers = [FoldWorker(store, batch_size=1, idle_poll_seconds=0.001) for store in worker_stores]
+    for worker in workers:
+        worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while main.pending_events(1):
+            assert time.monotonic() < deadline, "the workers did not fold everything"
+            time.sleep(0.01)
+    finally:
+        for worker in workers:
+            worker.stop()
+    [person] = profiles(settings.database_url, account).values()
+    assert person["eventCount"] == 201

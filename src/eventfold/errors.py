@@ -102,6 +102,10 @@ class StorageUnavailable(RetryLater):
     """The database cannot take writes right now (disk full, locked, read-only, down)."""
 
 
+class FoldContention(StorageUnavailable):
+    """Another fold changed the people a fold step reads; trying the step again resolves it."""
+
+
 class Overloaded(RetryLater):
     """The writer has more work queued than its bound; back off and retry."""
 

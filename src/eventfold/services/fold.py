@@ -18,11 +18,13 @@ from collections.abc import Callable, Sequence
 
 from eventfold.domain.profile import identifiers_of
 from eventfold.domain.profile_book import ProfileBook
-from eventfold.errors import EventfoldError, StorageUnavailable
+from eventfold.errors import EventfoldError, FoldContention, StorageUnavailable
 from eventfold.storage.base import FoldTransaction, ProfileStore
 
 logger = logging.getLogger("eventfold.fold")
 
+# A step that met another fold's changes is tried again at once, this many times.
+CONTENTION_RETRIES = 3
 # A failed step, and an event that failed alone, are tried once more after this.
 SECOND_TRY_SECONDS = 0.2
 # Events folded per step when everything pending is folded at once (erasure, logs).
@@ -77,11 +79,15 @@ class FoldService:
         """Folds up to ``max_events`` of the oldest unfolded events; returns how many
         left the queue (folded or quarantined). Raises StorageUnavailable when the
         database does not answer."""
-        try:
-            return self._fold(max_events)
-        except Exception as error:
-            self._raise_if_outage(error)
-            logger.warning("fold step failed, trying its events again: %s", describe(error))
+        for _ in range(CONTENTION_RETRIES):
+            try:
+                return self._fold(max_events)
+            except FoldContention:
+                continue  # another fold filed a person of this step: the retry sees it
+            except Exception as error:
+                self._raise_if_outage(error)
+                logger.warning("fold step failed, trying its events again: %s", describe(error))
+                break
         # The oldest pending events by number (the failed step's claim moved the queue's
         # cursor past them): all together once more, then in halves.
         seqs = self._store.pending_events(max_events)

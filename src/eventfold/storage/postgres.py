@@ -50,6 +50,8 @@ def connect(url: str) -> psycopg.Connection[Any]:
 class QmarkConnection:
     """A psycopg connection that takes the shared SQL's ``?`` placeholders."""
 
+    takes_arrays = True  # see sql_profiles.select_in
+
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self.raw = raw
 
@@ -140,7 +142,6 @@ class PostgresStorage(SqlStorage):
     _fold_locking = FoldLocking(
         claim_suffix=" FOR UPDATE SKIP LOCKED",
         lock_rows_suffix=" FOR UPDATE",
-        lock_identifiers=lambda connection, digests: _lock_identifiers(connection, digests),
         allocate_ids=lambda connection, count: _allocate_ids(connection, count),
     )
 
@@ -185,17 +186,6 @@ class PostgresStorage(SqlStorage):
 def _close_quietly(session: PostgresSession) -> None:
     with contextlib.suppress(Exception):  # a lost connection is closed already
         session.close()
-
-
-def _lock_identifiers(connection: SqlConnection, digests: list[int]) -> None:
-    """Advisory locks on the identifiers a fold step names, taken in the order given
-    (sorted), so two steps that share people wait for each other and never deadlock."""
-    if digests:
-        connection.execute(
-            "SELECT count(pg_advisory_xact_lock(d)) FROM unnest(?::bigint[]) WITH ORDINALITY"
-            " AS t(d, i)",
-            (digests,),
-        )
 
 
 def _allocate_ids(connection: SqlConnection, count: int) -> list[int]:

@@ -4,14 +4,16 @@ unfolded events, load and lock the people they name, save what the fold made of 
 The fold itself (which profile an event joins, merges, the new states) is the service
 layer's (``services/fold.py``); this module only loads and saves. A backend says how
 several folds at once are kept apart (``FoldLocking``): SQLite has one writer, so
-nothing; PostgreSQL claims queue rows with ``SKIP LOCKED``, takes an advisory lock per
-identifier (in a fixed order) and locks the profile rows it loads, so any number of
-workers fold different people at once and never the same person twice at once.
+nothing; PostgreSQL claims queue rows with ``SKIP LOCKED`` and locks the profile rows a
+step reads (by id, so in one order), and the identities table's unique key settles two
+folds that file the same new identifier: the second one's step is retried. So any
+number of workers fold different people at once and never the same person twice at
+once, with row locks only (no advisory lock per identifier, which could fill
+PostgreSQL's shared lock table: a step names about 3,000 identifiers).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ import msgspec
 
 from eventfold.domain.profile import FoldInput, ProfileState
 from eventfold.domain.profile_book import IdentityKey, ProfileBook
-from eventfold.errors import StorageUnavailable
+from eventfold.errors import FoldContention
 from eventfold.storage.base import PendingEvent
 from eventfold.storage.identity_keys import indexed_value
 from eventfold.storage.sql import SqlConnection
@@ -32,8 +34,10 @@ _state_encoder = msgspec.json.Encoder()
 # How often a fold re-reads the identifiers it locked when a profile it found was merged
 # away meanwhile, before it gives up and the step is retried.
 _MAX_RELOADS = 5
-# Profile ids taken from PostgreSQL's sequence at once (unused ones are skipped).
-_IDS_AT_ONCE = 32
+_NEW_PER_STATEMENT = 500
+# Profile ids taken from PostgreSQL's sequence at once (unused ones are skipped: ids have
+# gaps, which nothing minds).
+_IDS_AT_ONCE = 256
 
 
 class QueueCursor:
@@ -72,8 +76,6 @@ class FoldLocking:
     claim_suffix: str = ""
     # Appended to the profiles' SELECT: PostgreSQL's "FOR UPDATE".
     lock_rows_suffix: str = ""
-    # Locks these 64-bit identifier digests, in the order given (sorted).
-    lock_identifiers: Callable[[SqlConnection, list[int]], None] | None = None
     # ``count`` new profile ids.
     allocate_ids: Callable[[SqlConnection, int], list[int]] | None = None
 
@@ -94,6 +96,7 @@ class SqlFoldTransaction:
         self._now_ms = now_ms
         self._spare_ids: list[int] = []
         self._last_id: int | None = None
+        self._known: set[IdentityKey] = set()  # identifiers that had a profile when read
 
     def claim(self, max_events: int, seqs: Sequence[int] | None = None) -> list[PendingEvent]:
         connection = self._connection
@@ -125,9 +128,7 @@ class SqlFoldTransaction:
             (),
             claimed,
         )
-        execute_values(
-            connection, "DELETE FROM unfolded WHERE seq IN ({})", [(s,) for s in claimed]
-        )
+        select_in(connection, "DELETE FROM unfolded WHERE seq IN ({}) RETURNING seq", (), claimed)
         return sorted(
             PendingEvent(seq, account, at, _fold_input.decode(body))
             for seq, account, at, body in events
@@ -138,11 +139,10 @@ class SqlFoldTransaction:
     ) -> tuple[dict[IdentityKey, int], dict[int, tuple[int, ProfileState]]]:
         connection, locking = self._connection, self._locking
         keys = sorted(set(keys))
-        if locking.lock_identifiers is not None:
-            locking.lock_identifiers(connection, sorted({identifier_digest(k) for k in keys}))
         identities = load_by_identifier(connection, "profile_id", "identities", keys)
+        locked: dict[int, tuple[int, ProfileState]] = {}
         for _ in range(_MAX_RELOADS):
-            wanted = set(identities.values())
+            wanted = set(identities.values()) - locked.keys()
             rows = select_in(
                 connection,
                 "SELECT id, account_id, state FROM profiles WHERE id IN ({}) ORDER BY id"
@@ -150,13 +150,21 @@ class SqlFoldTransaction:
                 (),
                 sorted(wanted),
             )
-            states = {pid: (account, _state_decoder.decode(state)) for pid, account, state in rows}
-            if states.keys() == wanted:
-                return identities, states
-            # A profile was merged away between reading the identifiers and locking it:
-            # read them again (the ones we locked can change no more).
-            identities = load_by_identifier(connection, "profile_id", "identities", keys)
-        raise StorageUnavailable("profiles kept changing under the fold; the step is retried")
+            locked.update(
+                (pid, (account, _state_decoder.decode(state))) for pid, account, state in rows
+            )
+            # Read the identifiers again now that their profiles are locked: another fold
+            # may have merged one of those profiles away, or filed one of the identifiers,
+            # before the lock was granted. Once a reading finds every profile locked and
+            # nothing changed, nothing can change: a merge needs the locks held here.
+            again = identities
+            if locking.lock_rows_suffix:
+                again = load_by_identifier(connection, "profile_id", "identities", keys)
+            if again == identities and set(again.values()) <= locked.keys():
+                self._known = set(identities)
+                return identities, {pid: locked[pid] for pid in set(identities.values())}
+            identities = again
+        raise FoldContention("profiles kept changing under the fold; the step is retried")
 
     def allocate_profile_id(self) -> int:
         if self._locking.allocate_ids is None:
@@ -191,14 +199,19 @@ class SqlFoldTransaction:
                 "UPDATE events SET profile_id = ? WHERE profile_id = ?", (final, dead)
             )
             connection.execute("DELETE FROM profiles WHERE id = ?", (dead,))
+        changed = sorted(book.changed_identities.items())
         execute_values(
             connection,
             "INSERT INTO identities (account_id, kind, value, profile_id) VALUES {}"
             " ON CONFLICT (account_id, kind, value) DO UPDATE SET profile_id = excluded.profile_id",
             [
                 (account, kind, indexed_value(value), profile_id)
-                for (account, kind, value), profile_id in book.changed_identities.items()
+                for (account, kind, value), profile_id in changed
+                if (account, kind, value) in self._known
             ],
+        )
+        self._file_new_identifiers(
+            [(key, profile_id) for key, profile_id in changed if key not in self._known]
         )
         execute_values(
             connection,
@@ -223,13 +236,28 @@ class SqlFoldTransaction:
                 (_LAST_PROFILE_ID, self._last_id),
             )
 
-
-def identifier_digest(key: IdentityKey) -> int:
-    """A signed 64-bit number for an identifier, for PostgreSQL's advisory locks (two
-    identifiers that share one only wait for each other, which is harmless)."""
-    account, kind, value = key
-    raw = f"{account}\x00{kind}\x00{value}".encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big", signed=True)
+    def _file_new_identifiers(self, new: Sequence[tuple[IdentityKey, int]]) -> None:
+        """Inserts identifiers no profile had when they were read. Another fold may have
+        filed one since: the unique key makes this insert wait for that fold's commit and
+        then skip the row, and the step is retried (it then finds the identifier). In key
+        order, so two folds filing the same new identifiers never wait for each other in
+        a circle."""
+        for start in range(0, len(new), _NEW_PER_STATEMENT):
+            chunk = new[start : start + _NEW_PER_STATEMENT]
+            rows = self._connection.execute(
+                "INSERT INTO identities (account_id, kind, value, profile_id) VALUES "
+                + ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+                + " ON CONFLICT (account_id, kind, value) DO NOTHING RETURNING value",
+                [
+                    item
+                    for (account, kind, value), profile_id in chunk
+                    for item in (account, kind, indexed_value(value), profile_id)
+                ],
+            ).fetchall()
+            if len(rows) < len(chunk):
+                raise FoldContention(
+                    "another fold filed one of this step's new identifiers; the step is retried"
+                )
 
 
 _LAST_PROFILE_ID = "last_profile_id"

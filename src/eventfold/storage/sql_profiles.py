@@ -205,8 +205,14 @@ def load_by_identifier(
 def select_in(
     connection: SqlConnection, sql: str, fixed: tuple[Any, ...], values: Sequence[Any]
 ) -> list[Any]:
-    """The rows of ``sql`` (whose ``{}`` becomes the IN list) over all ``values``, in
-    chunks, since both databases bound the number of parameters of a statement."""
+    """The rows of ``sql`` (whose ``IN ({})`` takes the values) over all ``values``: on
+    a connection that takes arrays (PostgreSQL) as one array parameter, else in chunks,
+    since both databases bound the number of parameters of a statement."""
+    if getattr(connection, "takes_arrays", False):
+        # One statement whose text never changes: psycopg prepares it once, where an IN
+        # list of a new length each time was parsed anew (a quarter of a fold step's CPU).
+        query = sql.replace("IN ({})", "= ANY(?)")
+        return list(connection.execute(query, (*fixed, list(values))).fetchall())
     rows: list[Any] = []
     for start in range(0, len(values), _IN_LIST_SIZE):
         chunk = values[start : start + _IN_LIST_SIZE]
