@@ -1,7 +1,9 @@
 """python -m bench: eventfold's throughput, latency, freshness and memory, beside the
-ceilings of the same machine. Prints a table and writes JSON (and a chart with --chart).
+ceilings of the same machine, and what users feel: the sustainable rate (freshness p99
+<= 1 s) and the fold's own rate. Prints tables and writes JSON (a chart with --chart).
 
-    python -m bench                      # the full run (about 3 minutes)
+    python -m bench                      # the full run (about 25 minutes)
+    python -m bench --only sustainable,fold   # the user-facing parts alone
     python -m bench --quick              # a smoke run: checks that the benchmark works
 """
 
@@ -12,13 +14,17 @@ import json
 import os
 import platform
 import tempfile
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench.batches import batch_body
 from bench.ceilings import http_ceiling, postgres_storage_ceiling, sqlite_storage_ceiling
-from bench.runner import FULL, QUICK, run_nats, run_postgres, run_sqlite
+from bench.runner import FULL, QUICK, Plan, run_nats, run_postgres, run_sqlite
+from bench.user_facing import FULL_USERS, QUICK_USERS, run_fold, run_sustainable, tables
+
+PARTS = ("throughput", "sustainable", "fold")
 
 
 def main() -> None:
@@ -36,14 +42,59 @@ def main() -> None:
         action="store_true",
         help="also run the NATS mode without sync_interval: always, to show its cost",
     )
+    parser.add_argument(
+        "--only",
+        type=_parts,
+        default=PARTS,
+        help=f"comma-separated parts to run, of {', '.join(PARTS)} (default: all)",
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
+    users = QUICK_USERS if args.quick else FULL_USERS
 
     results: dict[str, Any] = {
         "taken_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": _machine(),
         "plan": plan.__dict__,
+        "parts": list(args.only),
     }
+    # How busy the machine was (the 1-minute load average on 2 cores), part by part.
+    results["load_average"] = {}
+    if "throughput" in args.only:
+        before = os.getloadavg()[0]
+        _throughput(results, plan, args)
+        results["load_average"]["throughput"] = [before, os.getloadavg()[0]]
+    if "sustainable" in args.only:
+        results["user_plan"] = asdict(users)
+        before = os.getloadavg()[0]
+        results["sustainable"] = run_sustainable(users, args.postgres)
+        results["load_average"]["sustainable"] = [before, os.getloadavg()[0]]
+    if "fold" in args.only:
+        results["user_plan"] = asdict(users)
+        before = os.getloadavg()[0]
+        results["fold"] = run_fold(users, args.postgres)
+        results["load_average"]["fold"] = [before, os.getloadavg()[0]]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2))
+    print(_table(results))
+    print(f"\nwritten to {args.output}")
+    if args.chart and "sqlite" in results:
+        from bench.chart import draw
+
+        draw(results["sqlite"]["sweep_100"], args.chart)
+        print(f"chart written to {args.chart}")
+
+
+def _parts(text: str) -> tuple[str, ...]:
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [part for part in chosen if part not in PARTS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(PARTS)}")
+    return chosen
+
+
+def _throughput(results: dict[str, Any], plan: Plan, args: argparse.Namespace) -> None:
+    """The throughput modes and the ceilings (the figures of the earlier runs)."""
     results["sqlite"] = run_sqlite(plan)
     # The ceilings right after the SQLite mode they are compared with: this machine's
     # speed drifts within minutes, and the other modes take several.
@@ -65,15 +116,6 @@ def main() -> None:
     results["nats"] = run_nats(plan, args.postgres)
     if args.nats_sync_cost:
         results["nats_without_sync"] = run_nats(plan, args.postgres, sync_always=False)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2))
-    print(_table(results))
-    print(f"\nwritten to {args.output}")
-    if args.chart:
-        from bench.chart import draw
-
-        draw(results["sqlite"]["sweep_100"], args.chart)
-        print(f"chart written to {args.chart}")
 
 
 def _best_100_event_rate(mode: dict[str, Any]) -> int:
@@ -106,6 +148,17 @@ _SERVER_MODES = {
 
 
 def _table(results: dict[str, Any]) -> str:
+    lines = _throughput_table(results) if "sqlite" in results else []
+    lines += tables(results)
+    loads = ", ".join(
+        f"{part} {before:.1f} -> {after:.1f}"
+        for part, (before, after) in results["load_average"].items()
+    )
+    lines.append(f"\nload average (1 min, {results['machine']['cpus']} cores): {loads}")
+    return "\n".join(lines)
+
+
+def _throughput_table(results: dict[str, Any]) -> list[str]:
     lines = _mode_table("SQLite", results["sqlite"], results["plan"]["connections"])
     for key, name in _SERVER_MODES.items():
         if key not in results:
@@ -130,7 +183,7 @@ def _table(results: dict[str, Any]) -> str:
             f"{postgres['events_per_second']} events/s, PostgreSQL's own CPU "
             f"{postgres['postgres_cpu_us_per_event']} µs an event"
         )
-    return "\n".join(lines)
+    return lines
 
 
 def _mode_table(name: str, mode: dict[str, Any], connections: int) -> list[str]:
@@ -138,26 +191,27 @@ def _mode_table(name: str, mode: dict[str, Any], connections: int) -> list[str]:
         "",
         f"{name}, by batch size (connections: {connections})",
         f"{'batch':>6} {'req/s':>9} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'max ms':>8} {'failed':>7}",
+        f"{'max ms':>8} {'failed':>7} {'of them 503':>11}",
     ]
     for row in mode["by_batch_size"]:
         lines.append(
             f"{row['batch_size']:>6} {row['requests_per_second']:>9.1f} "
             f"{row['events_per_second']:>10} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} "
-            f"{row['max_ms']:>8.1f} {row['failed']:>7}"
+            f"{row['max_ms']:>8.1f} {row['failed']:>7} {row.get('refused', 0):>11}"
         )
     lines += [
         "",
         f"{name}, 100-event batches by concurrency",
         f"{'conns':>6} {'events/s':>10} {'p99 ms':>8} {'fresh p50 s':>12} "
-        f"{'fresh p99 s':>12} {'catch-up s':>11}",
+        f"{'fresh p99 s':>12} {'catch-up s':>11} {'503s':>6}",
     ]
     for row in mode["sweep_100"]:
         fresh = row["freshness"]
         lines.append(
             f"{row['connections']:>6} {row['events_per_second']:>10} "
             f"{row['p99_ms']:>8.1f} {fresh.get('p50', float('nan')):>12.3f} "
-            f"{fresh.get('p99', float('nan')):>12.3f} {row['fold_catch_up_seconds']:>11}"
+            f"{fresh.get('p99', float('nan')):>12.3f} {row['fold_catch_up_seconds']:>11} "
+            f"{row.get('refused', 0):>6}"
         )
     lines.append(f"{name} server peak RSS: {mode['server_peak_rss_mb']} MB")
     return lines

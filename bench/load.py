@@ -9,7 +9,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-LUA = Path(__file__).with_name("post.lua")
+# post.lua, plus a count of answers by status (503s are a figure of their own).
+LUA = Path(__file__).with_name("post_counted.lua")
 
 
 @dataclass
@@ -21,6 +22,7 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    refused: int = 0  # of the failed: 503 answers (the server asks to retry later)
 
     @property
     def accepted_per_second(self) -> float:
@@ -60,7 +62,10 @@ def run_wrk(url: str, body_file: Path, secret: str, connections: int, seconds: f
     p50, p99, most = (
         float(_find(rf"{name}=(\d+)", output)) / 1000 for name in ("p50", "p99", "max")
     )
-    return LoadResult(connections, seconds, requests, min(failed, requests), p50, p99, most)
+    refused = sum(int(n) for n in re.findall(r"^STATUS 503 (\d+)$", output, re.M))
+    return LoadResult(
+        connections, seconds, requests, min(failed, requests), p50, p99, most, refused
+    )
 
 
 def _find(pattern: str, text: str, default: str | None = None) -> str:

@@ -84,6 +84,13 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used so far (/proc/PID/stat)."""
+    # The command name, in parentheses, may hold spaces: the fields follow its ")".
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(") ")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def read_all_events(url: str, secret: str) -> list[dict[str, Any]]:
     """Every event of the key's account, read back through the paged API."""
     events: list[dict[str, Any]] = []

@@ -31,5 +31,12 @@ def test_benchmark_quick_run_writes_figures(tmp_path: Path) -> None:
     assert postgres_ceiling["postgres_cpu_us_per_event"] > 0  # and runs it on this machine
     assert figures["postgres"]["sweep_100"][0]["events_per_second"] > 0  # CI has PostgreSQL
     assert figures["nats"]["sweep_100"][0]["events_per_second"] > 0  # nats-server in .venv
+    closed_loop = figures["sustainable"]["sqlite"]["closed_loop"]
+    assert closed_loop["accepted_events_per_second"] > 0
+    assert closed_loop["freshness"]["count"] > 0  # the probe ran beside the load
+    assert len(figures["sustainable"]["sqlite"]["steps"]) == 1  # and one paced step
+    for mode in ("sqlite", "nats"):  # an eventfold worker folded a backlog
+        assert figures["fold"][mode][0]["fold_events_per_second"] > 0
+        assert figures["fold"][mode][0]["workers_cpu_us_per_event"] > 0
     assert chart.read_bytes().startswith(b"\x89PNG")
     assert "eventfold (SQLite) / lower ceiling" in result.stdout
