@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -94,6 +95,27 @@ def profiles(database_url: str, account: int) -> dict[Any, dict[str, Any]]:
     return by_people({pid: msgspec.json.decode(state, type=ProfileState) for pid, state in rows})
 
 
+@contextmanager
+def folding(main: Storage, worker_stores: list[Storage], step: int) -> Iterator[None]:
+    """Fold workers on their own connections run through the block and until nothing is
+    left to fold; none of them met an error."""
+    workers = [
+        FoldWorker(store, batch_size=step, idle_poll_seconds=0.002) for store in worker_stores
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        yield
+        deadline = time.monotonic() + 60
+        while main.pending_events(1):
+            assert time.monotonic() < deadline, "the workers did not fold everything"
+            time.sleep(0.01)
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert all(worker.health.last_error is None for worker in workers)
+
+
 @settings(
     max_examples=15,
     deadline=None,
@@ -106,22 +128,9 @@ def test_concurrent_workers_make_the_profiles_of_one_serial_fold(
     main, worker_stores = stores[0], stores[1:]
     parallel, serial = new_account(main), new_account(main)
 
-    workers = [
-        FoldWorker(store, batch_size=step, idle_poll_seconds=0.005) for store in worker_stores
-    ]
-    for worker in workers:
-        worker.start()
-    try:
+    with folding(main, worker_stores, step):
         for operation in plan:
             run(main, parallel, operation)
-        deadline = time.monotonic() + 60
-        while main.pending_events(1):
-            assert time.monotonic() < deadline, "the workers did not fold everything"
-            time.sleep(0.01)
-    finally:
-        for worker in workers:
-            worker.stop()
-    assert all(worker.health.last_error is None for worker in workers)
 
     fold = FoldService(main)
     for operation in plan:
@@ -143,16 +152,7 @@ def test_workers_folding_one_person_at_once_lose_none_of_their_events(
         if round_ == 5:
             batch.append({"action": "link", "email": "one@x.co", "phoneNumber": "+3591111"})
         run(main, account, ("append", batch))
-    workers = [FoldWorker(store, batch_size=1, idle_poll_seconds=0.001) for store in worker_stores]
-    for worker in workers:
-        worker.start()
-    try:
-        deadline = time.monotonic() + 60
-        while main.pending_events(1):
-            assert time.monotonic() < deadline, "the workers did not fold everything"
-            time.sleep(0.01)
-    finally:
-        for worker in workers:
-            worker.stop()
+    with folding(main, worker_stores, step=1):
+        pass
     [person] = profiles(settings.database_url, account).values()
     assert person["eventCount"] == 201
