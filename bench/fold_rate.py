@@ -148,7 +148,11 @@ def fold_rate(deployment: Deployment, bodies: Path, batches: int, workers: int) 
         "timed_from_workers_start": first is before,
         "fold_events_per_second": round(folded / seconds) if seconds > 0 else None,
         "workers_start_to_empty_seconds": round(end.at - started, 2),
-        "workers_cpu_us_per_event": _per_event(end.workers_cpu - first.workers_cpu, folded),
+        # /proc counts CPU in 10 ms ticks: a small backlog (--quick) can fold within
+        # readings that show none, and then the workers' whole CPU (start-up included)
+        # is the figure, rather than none.
+        "workers_cpu_us_per_event": _per_event(end.workers_cpu - first.workers_cpu, folded)
+        or _per_event(end.workers_cpu, folded),
         # How many of the machine's cores the workers kept busy meanwhile.
         "workers_cores_used": round((end.workers_cpu - first.workers_cpu) / seconds, 2)
         if seconds > 0
