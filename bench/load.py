@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-# post.lua, plus a count of answers by status (503s are a figure of their own).
+# what wrk posts, plus a count of answers by status (503s are a figure of their own).
 LUA = Path(__file__).with_name("post_counted.lua")
 
 
