@@ -34,7 +34,7 @@ def fresh_database(backend: str, folder: Path) -> Iterator[str]:
 @contextmanager
 def holding_write_lock(database_url: str) -> Iterator[None]:
     """Another connection holds the lock that storing events needs, until the block ends:
-    SQLite's write lock, or PostgreSQL's lock on the events table."""
+    SQLite's write lock, or PostgreSQL's lock on the log table (batches)."""
     if database_url.startswith("sqlite"):
         import sqlite3
 
@@ -47,7 +47,7 @@ def holding_write_lock(database_url: str) -> Iterator[None]:
 
         connection = psycopg.connect(database_url, autocommit=True)  # type: ignore[assignment]
         connection.execute("BEGIN")
-        connection.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+        connection.execute("LOCK TABLE batches IN EXCLUSIVE MODE")
     try:
         yield
     finally:

@@ -10,6 +10,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from eventfold.domain.events import AcceptedEvent
 from eventfold.domain.profile import (
     FoldCustom,
     FoldCustomField,
@@ -24,7 +25,10 @@ from eventfold.domain.profile import (
 from eventfold.domain.profile_book import ProfileBook
 from eventfold.services.fold import fold_claimed
 from eventfold.storage import sql_profiles
+from eventfold.storage.batch_records import encode_events
 from eventfold.storage.migrations import migrate_sqlite
+from eventfold.storage.sql import SqlConnection
+from eventfold.storage.sql_base import EVENT_ROW_COLUMNS
 from eventfold.storage.sql_fold import FoldLocking, QueueCursor, SqlFoldTransaction
 
 ACCOUNT = 1
@@ -32,7 +36,34 @@ ACCOUNT = 1
 
 def fold_transaction(connection: sqlite3.Connection, cursor: QueueCursor) -> SqlFoldTransaction:
     """A fold step's transaction on SQLite (autocommit here: each statement commits)."""
-    return SqlFoldTransaction(connection, FoldLocking(), cursor, now_ms=0)
+    return SqlFoldTransaction(
+        connection, FoldLocking(), cursor, now_ms=0, insert_events=_insert_events
+    )
+
+
+def _insert_events(connection: SqlConnection, rows: list[tuple[Any, ...]]) -> None:
+    connection.executemany(
+        f"INSERT INTO events ({', '.join(EVENT_ROW_COLUMNS)})"
+        f" VALUES ({', '.join('?' * len(EVENT_ROW_COLUMNS))})",
+        rows,
+    )
+
+
+def log_event(connection: sqlite3.Connection, seq: int, at: int, event: FoldInput) -> None:
+    """Appends the event to the log as a batch of its own at position ``seq``."""
+    record = AcceptedEvent(
+        at,
+        event.action,
+        event.email,
+        event.phoneNumber,
+        event.profileId,
+        msgspec.json.encode(event),
+    )
+    connection.execute(
+        "INSERT INTO batches (seq, account_id, received_at, event_count, body)"
+        " VALUES (?, 1, 0, 1, ?)",
+        (seq, encode_events([record])),
+    )
 
 
 Event = tuple[int, int, FoldInput]  # (timestamp ms, acceptance position, event)
@@ -134,35 +165,26 @@ def test_sqlite_fold_in_any_chunk_size_matches_the_pure_fold(
     connection = sqlite3.connect(":memory:", isolation_level=None)
     migrate_sqlite(connection)
     connection.execute("INSERT INTO accounts (id, name, created_at) VALUES (1, 'a', 0)")
-    connection.executemany(
-        "INSERT INTO events (seq, account_id, received_at, occurred_at, action, body)"
-        " VALUES (?, 1, 0, ?, ?, ?)",
-        [(seq, at, e.action, msgspec.json.encode(e)) for at, seq, e in events],
-    )
-    connection.execute("INSERT INTO unfolded (seq) SELECT seq FROM events")  # as appends do
+    for at, seq, event in events:
+        log_event(connection, seq, at, event)
     while fold_claimed(fold_transaction(connection, QueueCursor()), chunk):
         pass
     rows = connection.execute("SELECT id, state FROM profiles").fetchall()
     stored = {pid: msgspec.json.decode(state, type=ProfileState) for pid, state in rows}
     assert by_people(stored) == fold_in_one_book(events)
-    unfolded = connection.execute("SELECT count(*) FROM events WHERE profile_id IS NULL")
-    assert unfolded.fetchone()[0] == 0
+    assert connection.execute("SELECT count(*) FROM batches").fetchone()[0] == 0
+    folded = connection.execute("SELECT count(*) FROM events WHERE profile_id IS NOT NULL")
+    assert folded.fetchone()[0] == len(events)
 
 
 def test_a_queue_cursor_reaches_a_late_lower_event_only_when_it_rescans() -> None:
-    """PostgreSQL can commit a lower sequence number after the fold passed it."""
+    """PostgreSQL can commit a lower position after the fold passed it."""
     connection = sqlite3.connect(":memory:", isolation_level=None)
     migrate_sqlite(connection)
     connection.execute("INSERT INTO accounts (id, name, created_at) VALUES (1, 'a', 0)")
 
     def commit_event(seq: int) -> None:
-        body = msgspec.json.encode(FoldInput("view", email=f"p{seq}@shop.example"))
-        connection.execute(
-            "INSERT INTO events (seq, account_id, received_at, occurred_at, action, body)"
-            " VALUES (?, 1, 0, 0, 'view', ?)",
-            (seq, body),
-        )
-        connection.execute("INSERT INTO unfolded (seq) VALUES (?)", (seq,))
+        log_event(connection, seq, 0, FoldInput("view", email=f"p{seq}@shop.example"))
 
     for seq in (10, 11, 12):
         commit_event(seq)
@@ -172,5 +194,5 @@ def test_a_queue_cursor_reaches_a_late_lower_event_only_when_it_rescans() -> Non
     commit_event(5)
     assert fold_claimed(fold_transaction(connection, forward), 2) == 0
     assert fold_claimed(fold_transaction(connection, rescanning), 2) == 1
-    assert connection.execute("SELECT count(*) FROM unfolded").fetchone()[0] == 0
+    assert connection.execute("SELECT count(*) FROM batches").fetchone()[0] == 0
     assert sql_profiles.find_profile(connection, 1, "email", "p5@shop.example") is not None

@@ -13,13 +13,13 @@ import msgspec
 from eventfold.clock import now_ms
 from eventfold.domain.limits import Limits
 from eventfold.domain.validation import BatchValidator
-from eventfold.services.fold import fold_everything
+from eventfold.services.fold import fold_events, fold_everything
 from eventfold.storage.base import IdempotencyClaim, LoggedBatch, Storage
 
 
 def apply(storage: Storage, batches: list[LoggedBatch], forget_below: int) -> int:
     """Applies and folds the batches, as a log worker does."""
-    return storage.apply_logged(batches, forget_below, fold_everything)
+    return storage.apply_logged(batches, forget_below, fold_events)
 
 
 _validator = BatchValidator(Limits())

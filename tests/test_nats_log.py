@@ -104,7 +104,9 @@ def stored_emails(postgres_url: str) -> Counter[str]:
 def folded_counts(postgres_url: str) -> tuple[int, Counter[str]]:
     """Unfolded events left, and each profile's eventCount by its first email."""
     with psycopg.connect(postgres_url) as connection:
-        unfolded = connection.execute("SELECT count(*) FROM unfolded").fetchone()
+        unfolded = connection.execute(
+            "SELECT coalesce(sum(event_count), 0) FROM batches"
+        ).fetchone()
         states = connection.execute("SELECT state FROM profiles").fetchall()
     counts: Counter[str] = Counter()
     for (state,) in states:

@@ -107,7 +107,7 @@ def folding(main: Storage, worker_stores: list[Storage], step: int) -> Iterator[
     try:
         yield
         deadline = time.monotonic() + 60
-        while main.pending_events(1):
+        while main.pending_batches(1):
             assert time.monotonic() < deadline, "the workers did not fold everything"
             time.sleep(0.01)
     finally:

@@ -14,8 +14,9 @@ from starlette.testclient import TestClient
 
 from eventfold.clock import now_ms
 from eventfold.domain.events import EVENT_FIELDS
+from eventfold.domain.keys import hash_secret
 from eventfold.storage.base import Storage
-from tests.conftest import auth
+from tests.conftest import auth, wait_for_fold
 
 json_values = st.recursive(
     st.none()
@@ -147,6 +148,8 @@ def test_accepted_batches_read_back_as_sent_and_rejected_ones_leave_no_trace(
 ) -> None:
     secret = storage.create_key(f"account-{uuid.uuid4()}", now_ms())[1]  # a fresh account
     response = client.post("/api/v0/events", json={"events": batch}, headers=auth(secret))
+    if response.status_code == 202:
+        wait_for_fold(client)
     new = client.get("/api/v0/events", params={"limit": 1000}, headers=auth(secret)).json()[
         "events"
     ]
@@ -154,6 +157,9 @@ def test_accepted_batches_read_back_as_sent_and_rejected_ones_leave_no_trace(
     if response.status_code != 202:
         assert response.status_code in (400, 413), response.text
         assert new == []
+        principal = storage.find_key(hash_secret(secret))
+        assert principal is not None
+        assert storage.count_events(principal.account_id) == 0
         return
     assert len(new) == len(batch)
     for sent, stored in zip(batch, reversed(new), strict=True):

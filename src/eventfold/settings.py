@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eventfold.domain.limits import Limits
+from eventfold.domain.limits import EVENTS_PER_BATCH_CEILING, Limits
 from eventfold.errors import ConfigurationError
 
 ENV_PREFIX = "EVENTFOLD_"
@@ -102,6 +102,11 @@ class Settings:
         return cls(limits=Limits(**limits), **top)
 
     def __post_init__(self) -> None:
+        if not 0 < self.limits.max_events_per_batch <= EVENTS_PER_BATCH_CEILING:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}MAX_EVENTS_PER_BATCH={self.limits.max_events_per_batch}: use "
+                f"1 to {EVENTS_PER_BATCH_CEILING}"
+            )
         if self.log_url:
             parse_log_url(self.log_url)
         if self.log_format not in ("json", "text"):

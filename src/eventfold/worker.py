@@ -16,7 +16,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from eventfold.observability import metrics
-from eventfold.services.fold import FoldHealth, FoldService, describe, fold_everything
+from eventfold.services.fold import FoldHealth, FoldService, describe, fold_events
 
 if TYPE_CHECKING:
     from eventfold.settings import Settings
@@ -89,9 +89,9 @@ class LogFoldWorker:
     A crash before the commit leaves the batches unacknowledged, and JetStream hands
     them to a worker again after the ack wait; a crash between the commit and the
     acknowledgement redelivers batches whose positions are recorded, which are skipped.
-    When folding the applied batches fails while the database answers, they are applied
-    without folding and the database's queue is folded by ``FoldService``, which
-    quarantines what cannot be folded.
+    The fold takes the batches as they were decoded from the stream. When folding them
+    fails while the database answers, they are put in the database's own log instead
+    and folded from there by ``FoldService``, which quarantines what cannot be folded.
     """
 
     def __init__(self, log: NatsLog, store: ProfileStore) -> None:
@@ -126,8 +126,8 @@ class LogFoldWorker:
     async def _step(self) -> None:
         fetched = await self._log.fetch(self._fetch_batches, timeout=IDLE_POLL_SECONDS * 5)
         if not fetched:
-            # Idle: fold what waits in the database's queue without a batch to bring it
-            # along (events put back from the quarantine).
+            # Idle: fold what waits in the database's own log without a batch to bring
+            # it along (events put back from the quarantine, batches folded apart).
             await asyncio.to_thread(self._fold.fold_pending, FOLD_BATCH_SIZE)
             return
         # Fetch about FETCH_BYTES at a time, whatever the batches' size: 200 batches of
@@ -137,9 +137,7 @@ class LogFoldWorker:
         forget_below = await self._log.first_position()
         batches = [batch for batch, _ in fetched]
         try:
-            await asyncio.to_thread(
-                self._store.apply_logged, batches, forget_below, fold_everything
-            )
+            await asyncio.to_thread(self._store.apply_logged, batches, forget_below, fold_events)
         except Exception as error:
             if not await asyncio.to_thread(self._store.database_answers):
                 raise

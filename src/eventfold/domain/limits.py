@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# No batch may hold more events than this, whatever is configured: the log numbers a
+# batch's events from its own position, this many apart (storage/batch_records.py).
+EVENTS_PER_BATCH_CEILING = 1 << 16
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:

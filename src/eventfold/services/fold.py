@@ -1,11 +1,13 @@
-"""The fold as a use case: take a slice of accepted events, ask storage for the people
-they name, fold them with the pure domain code, and ask storage to save the result; and
-set aside what cannot be folded, so that one bad event never stops the fold for everyone.
+"""The fold as a use case: take the next batches of accepted events from the log, ask
+storage for the people they name, fold them with the pure domain code, and ask storage
+to save the result (profiles and the events' rows); and set aside what cannot be folded,
+so that one bad event never stops the fold for everyone.
 
 Storage runs each step in one transaction (``ProfileStore.fold``) and keeps concurrent
 steps apart by person (``storage/sql_fold.py``). When a step fails while the database
-answers, its events are tried once more together, then split in halves, each folded on
-its own, down to single events: what folds commits, and an event that still fails alone
+answers, its batches are tried once more together, then split in halves, each folded on
+its own, down to single batches; a batch that fails alone is split into its events, and
+those are halved in turn: what folds commits, and an event that still fails alone
 (twice, a moment apart) is quarantined with its error. When the database does not
 answer, nothing is set aside: the failure is an outage and the step is retried later.
 """
@@ -19,7 +21,7 @@ from collections.abc import Callable, Sequence
 from eventfold.domain.profile import identifiers_of
 from eventfold.domain.profile_book import ProfileBook
 from eventfold.errors import EventfoldError, FoldContention, StorageUnavailable
-from eventfold.storage.base import FoldTransaction, ProfileStore
+from eventfold.storage.base import FoldTransaction, PendingEvent, ProfileStore
 
 logger = logging.getLogger("eventfold.fold")
 
@@ -32,9 +34,15 @@ EVERYTHING_STEP = 5_000
 
 
 def fold_claimed(tx: FoldTransaction, max_events: int, seqs: Sequence[int] | None = None) -> int:
-    """Claims up to ``max_events`` unfolded events (or these) in ``tx`` and folds them
-    into their people's profiles; returns how many it folded."""
-    events = tx.claim(max_events, seqs)
+    """Claims the next batches of the log holding up to ``max_events`` events (or the
+    batches at these positions) in ``tx`` and folds them into their people's profiles;
+    returns how many events it folded."""
+    return fold_events(tx, tx.claim(max_events, seqs))
+
+
+def fold_events(tx: FoldTransaction, events: Sequence[PendingEvent]) -> int:
+    """Folds these events into their people's profiles in ``tx`` and saves them with the
+    events' rows; returns how many."""
     if not events:
         return 0
     keys = {
@@ -46,13 +54,15 @@ def fold_claimed(tx: FoldTransaction, max_events: int, seqs: Sequence[int] | Non
     book = ProfileBook(identities, states, tx.allocate_profile_id)
     joined = [
         (
-            pending.seq,
-            book.fold(pending.account_id, pending.event, pending.occurred_at_ms, pending.seq),
+            pending,
+            book.fold(
+                pending.account_id, pending.event, pending.accepted.occurred_at_ms, pending.seq
+            ),
         )
         for pending in events
     ]
     book.settle()
-    tx.save(book, [(seq, book.final_id(profile_id)) for seq, profile_id in joined])
+    tx.save(book, [(pending, book.final_id(profile_id)) for pending, profile_id in joined])
     return len(events)
 
 
@@ -88,9 +98,9 @@ class FoldService:
                 self._raise_if_outage(error)
                 logger.warning("fold step failed, trying its events again: %s", describe(error))
                 break
-        # The oldest pending events by number (the failed step's claim moved the queue's
-        # cursor past them): all together once more, then in halves.
-        seqs = self._store.pending_events(max_events)
+        # The oldest batches by position (the failed step's claim moved the log's cursor
+        # past them): all together once more, then in halves.
+        seqs = self._store.pending_batches(max_events)
         self._sleep(SECOND_TRY_SECONDS)
         return self._fold_or_split(seqs)
 
@@ -109,7 +119,10 @@ class FoldService:
             if len(seqs) > 1:
                 half = len(seqs) // 2
                 return self._fold_or_split(seqs[:half]) + self._fold_or_split(seqs[half:])
-            return self._second_try_or_quarantine(seqs[0])
+            events = self._store.split_batch(seqs[0])
+            if len(events) > 1:
+                return self._fold_or_split(events)
+            return self._second_try_or_quarantine(seqs[0]) if events else 0
 
     def _second_try_or_quarantine(self, seq: int) -> int:
         self._sleep(SECOND_TRY_SECONDS)

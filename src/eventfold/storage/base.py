@@ -95,11 +95,13 @@ class LoggedBatch:
 
 
 class PendingEvent(NamedTuple):
-    """An accepted event waiting to be folded, as the fold reads it."""
+    """An accepted event taken from the log to be folded: its position, its record, and
+    what the fold reads of it."""
 
     seq: int
     account_id: int
-    occurred_at_ms: int
+    received_at_ms: int
+    accepted: AcceptedEvent
     event: FoldInput
 
 
@@ -108,9 +110,10 @@ class FoldTransaction(Protocol):
     it does commits together, or not at all."""
 
     def claim(self, max_events: int, seqs: Sequence[int] | None = None) -> list[PendingEvent]:
-        """Takes up to ``max_events`` of the oldest unfolded events (or these, those of
-        them still unfolded) off the queue for this transaction; events another fold
-        holds are skipped."""
+        """Takes the oldest batches of the log holding up to ``max_events`` events (at
+        least one batch), or the batches at these positions (those still there), off the
+        log for this transaction, and returns their events; batches another fold holds
+        are skipped."""
 
     def load_people(
         self, keys: Iterable[IdentityKey]
@@ -121,12 +124,15 @@ class FoldTransaction(Protocol):
     def allocate_profile_id(self) -> int:
         """A new profile id, never given out before."""
 
-    def save(self, book: ProfileBook, folded: Sequence[tuple[int, int]]) -> None:
+    def save(self, book: ProfileBook, folded: Sequence[tuple[PendingEvent, int]]) -> None:
         """Stores the book's merges, identifiers and touched profiles, and each folded
-        event's final profile, as (seq, profile id)."""
+        event's row with its final profile id."""
 
 
 FoldStep = Callable[[FoldTransaction], int]
+# Folds the given events in the transaction (batches that did not come from the log
+# table: ``apply_logged``).
+FoldEvents = Callable[[FoldTransaction, Sequence[PendingEvent]], int]
 
 
 class KeyStore(Protocol):
@@ -188,10 +194,11 @@ class EventLog(Protocol):
 
 class EventRecords(Protocol):
     def count_events(self, account_id: int) -> int:
-        """How many events the account has stored."""
+        """How many events the account has stored, folded or still in the log."""
 
     def stored_documents(self, account_id: int) -> list[bytes]:
-        """The account's stored event documents, oldest first (for tests and export)."""
+        """The account's stored event documents, folded or still in the log, by position
+        (for tests)."""
 
 
 class ProfileStore(Protocol):
@@ -199,17 +206,23 @@ class ProfileStore(Protocol):
         """Runs ``step`` in one fold transaction (alongside other folds where the
         database allows) and commits; returns what the step returns."""
 
-    def pending_events(self, max_events: int) -> list[int]:
-        """The sequence numbers of the oldest unfolded events (at most ``max_events``)."""
+    def pending_batches(self, max_events: int) -> list[int]:
+        """The positions of the oldest batches in the log, as many as hold ``max_events``
+        events (at least one)."""
+
+    def split_batch(self, seq: int) -> list[int]:
+        """Splits the log's batch at ``seq`` into batches of one event at their events'
+        positions; returns those positions (``[seq]`` for a batch of one event, ``[]``
+        when no batch is there any more)."""
 
     def quarantine(self, seq: int, error: str) -> None:
-        """Sets an event that cannot be folded aside with its error, off the fold's queue."""
+        """Sets the batch of one event at ``seq`` aside with its error, off the log."""
 
     def quarantined(self, limit: int) -> list[QuarantinedEvent]:
         """The events set aside, oldest first."""
 
     def release_quarantined(self, seqs: Sequence[int] | None = None) -> int:
-        """Puts quarantined events (all, or these) back on the fold's queue."""
+        """Puts quarantined events (all, or these) back into the log."""
 
     def database_answers(self) -> bool:
         """Whether the database answers a trivial query now (to tell a poison event from
@@ -247,13 +260,13 @@ class ProfileStore(Protocol):
         self,
         batches: Sequence[LoggedBatch],
         forget_below: int,
-        fold_everything: FoldStep | None = None,
+        fold: FoldEvents | None = None,
     ) -> int:
-        """Stores batches read from an external log and (with ``fold_everything``) folds
-        them, in one transaction that also records their positions, so a batch delivered
-        again is skipped; positions below ``forget_below`` can no longer come back and
-        are forgotten. Returns how many events it folded. Without ``fold_everything``,
-        the events wait in the database's queue."""
+        """Folds batches read from an external log (with ``fold``, as they were
+        decoded), in one transaction that also records their positions, so a batch
+        delivered again is skipped; positions below ``forget_below`` can no longer come
+        back and are forgotten. Returns how many events it folded. Without ``fold``, the
+        batches join the database's log table and wait for its fold."""
 
     def idempotency_hash(self, account_id: int, key: str) -> bytes | None:
         """The body hash stored under an idempotency key, if the key is known."""

@@ -1,5 +1,6 @@
 """Moving a database to another backend (SQLite to PostgreSQL, typically) as it is:
-accounts, keys, events with their positions, profiles, identifiers, idempotency keys."""
+accounts, keys, events with their positions, the log of batches not folded yet, profiles,
+identifiers, idempotency keys."""
 
 from __future__ import annotations
 
@@ -28,11 +29,25 @@ TABLES: dict[str, tuple[str, ...]] = {
     "profiles": ("id", "account_id", "state", "updated_at"),
     "identities": ("account_id", "kind", "value", "profile_id"),
     "fold_state": ("name", "value"),
-    "quarantined_events": ("seq", "account_id", "error", "quarantined_at"),
+    "quarantined_events": (
+        "seq",
+        "account_id",
+        "received_at",
+        "event_count",
+        "body",
+        "error",
+        "quarantined_at",
+    ),
     "merged_profiles": ("id", "account_id", "merged_into"),
     "idempotency_keys": ("account_id", "key", "body_hash", "created_at"),
-    "unfolded": ("seq",),
+    "batches": ("seq", "account_id", "received_at", "event_count", "body"),
 }
+# The highest position a batch or event of the source holds: the target's next batch
+# goes above it.
+_HIGHEST_POSITION = (
+    "SELECT max(seq) FROM (SELECT max(seq) AS seq FROM events UNION ALL SELECT max(seq)"
+    " FROM batches UNION ALL SELECT max(seq) FROM quarantined_events) AS positions"
+)
 CHUNK = 5_000
 
 
@@ -50,10 +65,10 @@ def copy_database(source_url: str, target_url: str) -> dict[str, int]:
         target.execute("BEGIN")
         try:
             for table, columns in TABLES.items():
-                if table == "unfolded":  # PostgreSQL's trigger queued every copied event
-                    target.execute("DELETE FROM unfolded")
                 copied[table] = _copy_table(source, target, table, columns)
+            highest = target.execute(_HIGHEST_POSITION).fetchone()[0] or 0
             if parse_database_url(target_url).scheme == "postgresql":
+                target.execute("SELECT setval('batch_seqs', ?)", (max(1, highest),))
                 for table, column in (("accounts", "id"), ("events", "seq")):
                     target.execute(
                         f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
@@ -64,6 +79,10 @@ def copy_database(source_url: str, target_url: str) -> dict[str, int]:
                     " FROM profiles), false)"
                 )
             else:  # SQLite counts profile ids in fold_state; PostgreSQL has a sequence
+                target.execute(
+                    "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'batches'",
+                    (highest,),
+                )
                 target.execute(
                     "INSERT INTO fold_state (name, value) SELECT 'last_profile_id',"
                     " coalesce(max(id), 0) FROM profiles WHERE 1 = 1"

@@ -10,12 +10,17 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from eventfold.domain.events import AcceptedEvent
 from eventfold.errors import ConfigurationError
+from eventfold.storage.batch_records import SEQ_STRIDE, encode_events
 from eventfold.storage.identity_keys import POSTGRES_REWRITE, SQLITE_REWRITE, indexed_value
+from eventfold.storage.sql import SqlConnection
 
 # A step is a script of ";"-separated statements, or a tuple of statements (for bodies
-# that hold semicolons themselves: triggers, functions).
-Step = str | tuple[str, ...]
+# that hold semicolons themselves: triggers, functions) and functions that change the
+# data on the step's connection (``?`` placeholders).
+Statement = str | Callable[[SqlConnection], None]
+Step = str | tuple[Statement, ...]
 
 # Batches applied from an external log (JetStream), and erasures that must reach batches
 # still in it: the same on both backends.
@@ -54,6 +59,53 @@ MERGED_PROFILES = """
         merged_into BIGINT NOT NULL
     )
 """
+
+
+# The log of accepted batches: the request path appends one row per batch, and the fold
+# makes the events' rows and the profiles from it (storage/batch_records.py). Quarantined
+# events keep their record, as batches of one event. Replaces the queue of unfolded
+# events, whose events move into the log.
+_BATCHES_COLUMNS = """
+        account_id BIGINT NOT NULL,
+        received_at BIGINT NOT NULL,
+        event_count INTEGER NOT NULL,
+        body {blob} NOT NULL
+"""
+_QUARANTINE_RECORDS = (
+    "ALTER TABLE quarantined_events ADD COLUMN received_at BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE quarantined_events ADD COLUMN event_count INTEGER NOT NULL DEFAULT 1",
+    "ALTER TABLE quarantined_events ADD COLUMN body {blob} NOT NULL DEFAULT {empty}",
+)
+
+
+def _unfolded_events_into_the_log(connection: SqlConnection) -> None:
+    """Each event the fold had not taken yet becomes a batch of its own at its position,
+    and each quarantined one keeps its record in the quarantine; their rows leave the
+    events table (the fold writes them again)."""
+    columns = (
+        "e.seq, e.account_id, e.received_at, e.occurred_at, e.action, e.email,"
+        " e.phone, e.profile_ref, e.body"
+    )
+    for source in ("unfolded", "quarantined_events"):
+        rows = connection.execute(
+            f"SELECT {columns} FROM events e JOIN {source} q ON q.seq = e.seq ORDER BY e.seq"
+        ).fetchall()
+        for seq, account, received, occurred, action, email, phone, ref, body in rows:
+            record = encode_events(
+                [AcceptedEvent(occurred, action, email, phone, ref, bytes(body))]
+            )
+            if source == "unfolded":
+                connection.execute(
+                    "INSERT INTO batches (seq, account_id, received_at, event_count, body)"
+                    " VALUES (?, ?, ?, 1, ?)",
+                    (seq, account, received, record),
+                )
+            else:
+                connection.execute(
+                    "UPDATE quarantined_events SET received_at = ?, body = ? WHERE seq = ?",
+                    (received, record, seq),
+                )
+            connection.execute("DELETE FROM events WHERE seq = ?", (seq,))
 
 
 def _long_identifiers_by_digest(rewrite: str) -> Step:
@@ -147,6 +199,18 @@ SQLITE_MIGRATIONS: tuple[Step, ...] = (
     _long_identifiers_by_digest(SQLITE_REWRITE),
     # 9: see MERGED_PROFILES.
     MERGED_PROFILES,
+    # 10: see _BATCHES_COLUMNS. AUTOINCREMENT keeps the highest position ever given in
+    # sqlite_sequence; appends take the next one SEQ_STRIDE above it.
+    (
+        "CREATE TABLE batches (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        + _BATCHES_COLUMNS.format(blob="BLOB")
+        + ")",
+        "INSERT INTO sqlite_sequence (name, seq) SELECT 'batches', coalesce((SELECT seq FROM"
+        " sqlite_sequence WHERE name = 'events'), 0)",
+        *(statement.format(blob="BLOB", empty="x''") for statement in _QUARANTINE_RECORDS),
+        _unfolded_events_into_the_log,
+        "DROP TABLE unfolded",
+    ),
 )
 
 
@@ -238,13 +302,28 @@ POSTGRES_MIGRATIONS: tuple[Step, ...] = (
     ),
     # 7: see MERGED_PROFILES.
     MERGED_PROFILES,
+    # 8: see _BATCHES_COLUMNS; positions from a sequence SEQ_STRIDE apart, after every
+    # event's.
+    (
+        f"CREATE SEQUENCE batch_seqs INCREMENT BY {SEQ_STRIDE}",
+        "SELECT setval('batch_seqs', greatest(1, (SELECT coalesce(max(seq), 0) FROM events),"
+        " (SELECT last_value FROM events_seq_seq)))",
+        "CREATE TABLE batches (seq BIGINT PRIMARY KEY DEFAULT nextval('batch_seqs'),"
+        + _BATCHES_COLUMNS.format(blob="BYTEA")
+        + ")",
+        *(statement.format(blob="BYTEA", empty="''::bytea") for statement in _QUARANTINE_RECORDS),
+        _unfolded_events_into_the_log,
+        "DROP TRIGGER events_to_fold ON events",
+        "DROP FUNCTION enqueue_unfolded()",
+        "DROP TABLE unfolded",
+    ),
 )
 
 
 def apply_migrations(
     steps: tuple[Step, ...],
     current: int,
-    run_step: Callable[[int, list[str]], None],
+    run_step: Callable[[int, list[Statement]], None],
 ) -> int:
     """Runs the steps after ``current`` (each via ``run_step(version, statements)``, in
     its own transaction that also records the version); returns the version now."""
@@ -256,7 +335,7 @@ def apply_migrations(
         )
     for version in range(current + 1, known + 1):
         step = steps[version - 1]
-        statements = (
+        statements: list[Statement] = (
             list(step) if isinstance(step, tuple) else [p for p in step.split(";") if p.strip()]
         )
         run_step(version, statements)
@@ -269,11 +348,14 @@ def migrate_sqlite(connection: sqlite3.Connection) -> int:
     current = connection.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
     connection.create_function("eventfold_indexed_value", 1, indexed_value, deterministic=True)
 
-    def run_step(version: int, statements: list[str]) -> None:
+    def run_step(version: int, statements: list[Statement]) -> None:
         connection.execute("BEGIN IMMEDIATE")
         try:
             for statement in statements:
-                connection.execute(statement)
+                if isinstance(statement, str):
+                    connection.execute(statement)
+                else:
+                    statement(connection)
             connection.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
         except BaseException:
             connection.execute("ROLLBACK")

@@ -18,10 +18,11 @@ from psycopg.pq import TransactionStatus
 
 from eventfold.errors import ConfigurationError
 from eventfold.storage.group_commit import storage_unavailable
-from eventfold.storage.migrations import POSTGRES_MIGRATIONS, apply_migrations
+from eventfold.storage.migrations import POSTGRES_MIGRATIONS, Statement, apply_migrations
 from eventfold.storage.sql import SqlConnection
+from eventfold.storage.sql_base import EVENT_ROW_COLUMNS
 from eventfold.storage.sql_fold import FoldLocking
-from eventfold.storage.sql_store import EVENT_COLUMNS, Row, SqlStorage
+from eventfold.storage.sql_store import Row, SqlStorage
 
 T = TypeVar("T")
 
@@ -31,7 +32,7 @@ T = TypeVar("T")
 _EVENTFOLD_LOCKS = 0x6576_6E74  # "evnt"
 _FOLD_GATE = 1
 _MIGRATION_LOCK = 2
-_COPY_EVENTS = f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
+_COPY_EVENTS = f"COPY events ({', '.join(EVENT_ROW_COLUMNS)}) FROM STDIN"
 
 
 def connect(url: str) -> psycopg.Connection[Any]:
@@ -139,6 +140,26 @@ class PostgresStorage(SqlStorage):
             for row in rows:
                 copy.write_row(row)
 
+    def _append_batch(
+        self,
+        connection: SqlConnection,
+        account_id: int,
+        received_at_ms: int,
+        count: int,
+        record: bytes,
+    ) -> None:
+        # The position is the column's default: the sequence batch_seqs, SEQ_STRIDE apart.
+        connection.execute(
+            "INSERT INTO batches (account_id, received_at, event_count, body) VALUES (?, ?, ?, ?)",
+            (account_id, received_at_ms, count, record),
+        )
+
+    def _allocate_batch_seqs(self, connection: SqlConnection, count: int) -> list[int]:
+        rows = connection.execute(
+            "SELECT nextval('batch_seqs') FROM generate_series(1, ?)", (count,)
+        ).fetchall()
+        return [row[0] for row in rows]
+
     _fold_locking = FoldLocking(
         claim_suffix=" FOR UPDATE SKIP LOCKED",
         lock_rows_suffix=" FOR UPDATE",
@@ -203,10 +224,13 @@ def migrate_postgres(connection: psycopg.Connection[Any]) -> int:
         row = connection.execute("SELECT max(version) FROM schema_version").fetchone()
         current = (row[0] if row else None) or 0
 
-        def run_step(version: int, statements: list[str]) -> None:
+        def run_step(version: int, statements: list[Statement]) -> None:
             with connection.transaction():
                 for statement in statements:
-                    connection.execute(statement)
+                    if isinstance(statement, str):
+                        connection.execute(statement)
+                    else:
+                        statement(QmarkConnection(connection))
                 connection.execute("INSERT INTO schema_version VALUES (%s)", (version,))
 
         return apply_migrations(POSTGRES_MIGRATIONS, current, run_step)

@@ -29,6 +29,8 @@ EVENT_COLUMNS = (
     "profile_ref",
     "body",
 )
+# An event's row as the fold writes it.
+EVENT_ROW_COLUMNS = ("seq", *EVENT_COLUMNS, "profile_id")
 Row = tuple[Any, ...]
 T = TypeVar("T")
 # How long reads fail at once after the database did not answer one.
@@ -60,10 +62,28 @@ class SqlBase:
         raise NotImplementedError
 
     def _insert_events(self, connection: SqlConnection, rows: list[Row]) -> None:
+        """Inserts events' rows (``EVENT_ROW_COLUMNS``)."""
         connection.executemany(
-            f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO events ({', '.join(EVENT_ROW_COLUMNS)})"
+            f" VALUES ({', '.join('?' * len(EVENT_ROW_COLUMNS))})",
             rows,
         )
+
+    def _append_batch(
+        self,
+        connection: SqlConnection,
+        account_id: int,
+        received_at_ms: int,
+        count: int,
+        record: bytes,
+    ) -> None:
+        """Appends a batch's record to the log at the next free position."""
+        raise NotImplementedError
+
+    def _allocate_batch_seqs(self, connection: SqlConnection, count: int) -> list[int]:
+        """Positions for ``count`` batches that never get a row in the log (folded as
+        they come from an external one)."""
+        raise NotImplementedError
 
     # How concurrent folds are kept apart: nothing where write transactions exclude
     # each other (SQLite).

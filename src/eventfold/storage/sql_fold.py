@@ -1,10 +1,11 @@
-"""The fold's transaction in SQL both backends speak: claim a slice of the queue of
-unfolded events, load and lock the people they name, save what the fold made of them.
+"""The fold's transaction in SQL both backends speak: claim the next batches of the log,
+load and lock the people they name, save what the fold made of them with the events'
+rows (listings read those; the batch leaves the log in the same transaction).
 
 The fold itself (which profile an event joins, merges, the new states) is the service
 layer's (``services/fold.py``); this module only loads and saves. A backend says how
 several folds at once are kept apart (``FoldLocking``): SQLite has one writer, so
-nothing; PostgreSQL claims queue rows with ``SKIP LOCKED`` and locks the profile rows a
+nothing; PostgreSQL claims the log's batches with ``SKIP LOCKED`` and locks the profile rows a
 step reads (by id, so in one order), and the identities table's unique key settles two
 folds that file the same new identifier: the second one's step is retried. So any
 number of workers fold different people at once and never the same person twice at
@@ -17,20 +18,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
+from eventfold.domain.events import AcceptedEvent
 from eventfold.domain.profile import FoldInput, ProfileState
 from eventfold.domain.profile_book import IdentityKey, ProfileBook
 from eventfold.errors import FoldContention
 from eventfold.storage.base import PendingEvent
+from eventfold.storage.batch_records import decode_events
 from eventfold.storage.identity_keys import indexed_value
 from eventfold.storage.sql import SqlConnection
+from eventfold.storage.sql_log import first_holding
 from eventfold.storage.sql_profiles import execute_values, load_by_identifier, select_in
 
 _fold_input = msgspec.json.Decoder(FoldInput)
 _state_decoder = msgspec.json.Decoder(ProfileState)
 _state_encoder = msgspec.json.Encoder()
+Row = tuple[Any, ...]
 # How often a fold re-reads the identifiers it locked when a profile it found was merged
 # away meanwhile, before it gives up and the step is retried.
 _MAX_RELOADS = 5
@@ -40,16 +46,30 @@ _NEW_PER_STATEMENT = 500
 _IDS_AT_ONCE = 256
 
 
-class QueueCursor:
-    """Where fold steps start reading the queue of unfolded events.
+def pending_events(
+    seq: int, account_id: int, received_at_ms: int, events: Sequence[AcceptedEvent]
+) -> list[PendingEvent]:
+    """The events of the batch at position ``seq``, at their positions, as the fold
+    takes them."""
+    return [
+        PendingEvent(
+            seq + index, account_id, received_at_ms, event, _fold_input.decode(event.document)
+        )
+        for index, event in enumerate(events)
+    ]
 
-    The fold deletes what it folds from ``unfolded``, and on PostgreSQL a deleted entry
+
+class QueueCursor:
+    """Where fold steps start reading the log of batches.
+
+    The fold deletes what it folds from ``batches``, and on PostgreSQL a deleted entry
     stays in the index until vacuum: steps that all scanned from the start passed every
-    one, and slowed from 4 to 60 ms over a 100k-event backlog. So a step starts after
-    the last event the step before it claimed. PostgreSQL can commit a lower sequence
-    number after a higher one was folded (and a step that rolls back leaves its events
-    behind the cursor), so a cursor with ``rescan_seconds`` starts from the beginning
-    again that often; a cursor without only moves forward.
+    one (measured on the queue of events the log replaced: from 4 to 60 ms a step over
+    a 100k-event backlog). So a step starts after the last batch the step before it
+    claimed. PostgreSQL can commit a lower position after a higher one was folded (and a
+    step that rolls back leaves its batches behind the cursor), so a cursor with
+    ``rescan_seconds`` starts from the beginning again that often; a cursor without only
+    moves forward.
     """
 
     def __init__(self, rescan_seconds: float | None = None) -> None:
@@ -89,9 +109,11 @@ class SqlFoldTransaction:
         locking: FoldLocking,
         cursor: QueueCursor,
         now_ms: int,
+        insert_events: Callable[[SqlConnection, list[Row]], None],
     ) -> None:
         self._connection = connection
         self._locking = locking
+        self._insert_events = insert_events
         self._cursor = cursor
         self._now_ms = now_ms
         self._spare_ids: list[int] = []
@@ -101,38 +123,35 @@ class SqlFoldTransaction:
     def claim(self, max_events: int, seqs: Sequence[int] | None = None) -> list[PendingEvent]:
         connection = self._connection
         if seqs is None:
+            # The next batches by position, as many as hold ``max_events`` (at least one);
+            # then those of them no other fold holds, locked, with their records.
             rows = connection.execute(
-                "SELECT seq FROM unfolded WHERE seq > ? ORDER BY seq LIMIT ?"
-                + self._locking.claim_suffix,
+                "SELECT seq, event_count FROM batches WHERE seq > ? ORDER BY seq LIMIT ?",
                 (self._cursor.start(), max_events),
             ).fetchall()
+            wanted = first_holding(rows, max_events)
         else:
-            rows = select_in(
-                connection,
-                "SELECT seq FROM unfolded WHERE seq IN ({}) ORDER BY seq"
-                + self._locking.claim_suffix,
-                (),
-                sorted(seqs)[:max_events],
-            )
-        claimed = sorted(row[0] for row in rows)
-        if not claimed:
+            wanted = sorted(seqs)
+        if not wanted:
             return []
+        batches = select_in(
+            connection,
+            "SELECT seq, account_id, received_at, body FROM batches WHERE seq IN ({}) ORDER BY seq"
+            + self._locking.claim_suffix,
+            (),
+            wanted,
+        )
+        if not batches:
+            return []
+        claimed = [row[0] for row in batches]
         if seqs is None:
             self._cursor.moved_to(claimed[-1])
-        # The queue's slice first, then its events by key, always: given one query,
-        # PostgreSQL's plan followed the tables' statistics, and it merged the queue with
-        # the events' whole key index from the oldest event on, or scanned the table.
-        events = select_in(
-            connection,
-            "SELECT seq, account_id, occurred_at, body FROM events WHERE seq IN ({})",
-            (),
-            claimed,
-        )
-        select_in(connection, "DELETE FROM unfolded WHERE seq IN ({}) RETURNING seq", (), claimed)
-        return sorted(
-            PendingEvent(seq, account, at, _fold_input.decode(body))
-            for seq, account, at, body in events
-        )
+        select_in(connection, "DELETE FROM batches WHERE seq IN ({}) RETURNING seq", (), claimed)
+        return [
+            event
+            for seq, account, received_at, body in batches
+            for event in pending_events(seq, account, received_at, decode_events(bytes(body)))
+        ]
 
     def load_people(
         self, keys: Iterable[IdentityKey]
@@ -180,7 +199,7 @@ class SqlFoldTransaction:
             self._spare_ids = self._locking.allocate_ids(self._connection, _IDS_AT_ONCE)[::-1]
         return self._spare_ids.pop()
 
-    def save(self, book: ProfileBook, folded: Sequence[tuple[int, int]]) -> None:
+    def save(self, book: ProfileBook, folded: Sequence[tuple[PendingEvent, int]]) -> None:
         connection = self._connection
         for dead, survivor in book.merged_into.items():
             final = book.final_id(survivor)
@@ -223,11 +242,12 @@ class SqlFoldTransaction:
                 for pid in sorted(book.touched)
             ],
         )
-        execute_values(
+        self._insert_events(
             connection,
-            "WITH folded (seq, profile_id) AS (VALUES {}) UPDATE events SET profile_id ="
-            " folded.profile_id FROM folded WHERE events.seq = folded.seq",
-            folded,
+            [
+                (pending.seq, pending.account_id, pending.received_at_ms, *pending.accepted, pid)
+                for pending, pid in folded
+            ],
         )
         if self._last_id is not None:
             connection.execute(

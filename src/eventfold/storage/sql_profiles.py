@@ -1,12 +1,10 @@
-"""Profiles, events and the quarantine in SQL that SQLite and PostgreSQL both speak
-(``?`` placeholders; the PostgreSQL connection translates them): read-back, erasure and
-the helpers the fold's transaction (``sql_fold``) shares.
+"""Profiles and events in SQL that SQLite and PostgreSQL both speak (``?``
+placeholders; the PostgreSQL connection translates them): read-back, erasure and the
+helpers the fold's transaction (``sql_fold``) shares.
 
-Each function runs on a connection the caller owns. An event is unfolded while its
-``profile_id`` is NULL: no "folded up to" position, since PostgreSQL's sequence numbers
-are not committed in order and a position could pass an event that commits late. The
-unfolded ones are also listed in the small ``unfolded`` table (filled as events are
-inserted, emptied by the fold), so that finding them never scans the events table.
+Each function runs on a connection the caller owns. The events' rows are written by the
+fold, with the profile each event joined; until then an event is in the log
+(``sql_log``).
 """
 
 from __future__ import annotations
@@ -18,60 +16,13 @@ import msgspec
 
 from eventfold.domain.profile import ProfileState
 from eventfold.domain.profile_book import IdentityKey
-from eventfold.storage.base import EventQuery, FoldLag, QuarantinedEvent, StoredEvent
+from eventfold.storage.base import EventQuery, StoredEvent
 from eventfold.storage.identity_keys import indexed_value
 from eventfold.storage.sql import SqlConnection
 
 _state_decoder = msgspec.json.Decoder(ProfileState)
 _IN_LIST_SIZE = 500
 _MAX_PARAMETERS = 2_000  # per statement; both databases allow far more, plans stay small
-_MAX_ERROR_LENGTH = 2_000
-
-
-def pending_events(connection: SqlConnection, max_events: int, after: int = 0) -> list[int]:
-    """The sequence numbers of the next unfolded events after ``after``, oldest first."""
-    rows = connection.execute(
-        "SELECT seq FROM unfolded WHERE seq > ? ORDER BY seq LIMIT ?", (after, max_events)
-    ).fetchall()
-    return [row[0] for row in rows]
-
-
-def quarantine(connection: SqlConnection, seq: int, error: str, now_ms: int) -> None:
-    """Takes the event off the fold's queue and sets it aside with the error."""
-    connection.execute(
-        "INSERT INTO quarantined_events (seq, account_id, error, quarantined_at)"
-        " SELECT seq, account_id, ?, ? FROM events WHERE seq = ?"
-        " ON CONFLICT (seq) DO UPDATE SET error = excluded.error,"
-        " quarantined_at = excluded.quarantined_at",
-        (error[:_MAX_ERROR_LENGTH], now_ms, seq),
-    )
-    connection.execute("DELETE FROM unfolded WHERE seq = ?", (seq,))
-
-
-def release_quarantined(connection: SqlConnection, seqs: Sequence[int] | None) -> int:
-    """Puts quarantined events (all, or these) back on the fold's queue; returns how many."""
-    # Always a WHERE: SQLite cannot parse INSERT ... SELECT ... ON CONFLICT without one.
-    where, parameters = " WHERE 1 = 1", tuple(seqs or ())
-    if seqs is not None:
-        where = f" WHERE seq IN ({', '.join('?' * len(seqs))})" if seqs else " WHERE 1 = 0"
-    connection.execute(
-        f"INSERT INTO unfolded (seq) SELECT seq FROM quarantined_events{where}"
-        " ON CONFLICT (seq) DO NOTHING",
-        parameters,
-    )
-    released: int = connection.execute(
-        f"DELETE FROM quarantined_events{where}", parameters
-    ).rowcount
-    return released
-
-
-def quarantined(connection: SqlConnection, limit: int) -> list[QuarantinedEvent]:
-    rows = connection.execute(
-        "SELECT seq, account_id, error, quarantined_at FROM quarantined_events ORDER BY seq"
-        " LIMIT ?",
-        (limit,),
-    ).fetchall()
-    return [QuarantinedEvent(*row) for row in rows]
 
 
 def erase_person(
@@ -120,9 +71,6 @@ def profile_by_id(
     return int(merged[0]) if merged is not None else None
 
 
-_PERSON_COLUMNS = {"email": "email", "phoneNumber": "phone", "profileId": "profile_ref"}
-
-
 def list_events(connection: SqlConnection, query: EventQuery) -> list[StoredEvent]:
     clauses: list[str] = ["account_id = ?"]
     params: list[int | str] = [query.account_id]
@@ -143,12 +91,11 @@ def list_events(connection: SqlConnection, query: EventQuery) -> list[StoredEven
         params.append(query.end_ms)
     if query.person is not None:
         kind, value = query.person
-        # Folded events by their profile; events not yet folded by the identifier itself.
         clauses.append(
-            f"(profile_id = (SELECT profile_id FROM identities WHERE account_id = ? AND kind = ?"
-            f" AND value = ?) OR (profile_id IS NULL AND {_PERSON_COLUMNS[kind]} = ?))"
+            "profile_id = (SELECT profile_id FROM identities WHERE account_id = ? AND kind = ?"
+            " AND value = ?)"
         )
-        params.extend([query.account_id, kind, indexed_value(value), value])
+        params.extend([query.account_id, kind, indexed_value(value)])
     rows = connection.execute(
         f"SELECT seq, received_at, body, profile_id FROM events WHERE {' AND '.join(clauses)}"
         f" ORDER BY seq {'ASC' if query.ascending else 'DESC'} LIMIT ?",
@@ -167,18 +114,6 @@ def event_profiles(
         sorted(seqs),
     )
     return dict(rows)
-
-
-def fold_lag(connection: SqlConnection, now_ms: int) -> FoldLag:
-    """Counts the queue of unfolded events (as long as the backlog, no longer) and the
-    quarantine (short)."""
-    behind = connection.execute("SELECT count(*) FROM unfolded").fetchone()
-    oldest = connection.execute(
-        "SELECT e.received_at FROM events e WHERE e.seq = (SELECT min(seq) FROM unfolded)"
-    ).fetchone()
-    set_aside = connection.execute("SELECT count(*) FROM quarantined_events").fetchone()
-    waited = max(0.0, (now_ms - oldest[0]) / 1000) if oldest else 0.0
-    return FoldLag(events=int(behind[0]), seconds=waited, quarantined=int(set_aside[0]))
 
 
 def load_by_identifier(

@@ -1,6 +1,6 @@
 """``SqlStorage``: the storage contract in SQL both backends speak (``?`` placeholders):
-the event log, profiles and the fold's persistence, over ``SqlBase``'s connections and
-``SqlKeys``' keys.
+the log of accepted batches, profiles and the fold's persistence, over ``SqlBase``'s
+connections and ``SqlKeys``' keys.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from eventfold.clock import now_ms as current_ms
 from eventfold.domain.events import AcceptedEvent
 from eventfold.domain.profile import ProfileState
 from eventfold.errors import IdempotencyConflict
-from eventfold.storage import sql_logged, sql_profiles
+from eventfold.storage import sql_log, sql_logged, sql_profiles
 from eventfold.storage.base import (
     EventQuery,
+    FoldEvents,
     FoldLag,
     FoldStep,
     IdempotencyClaim,
@@ -23,9 +24,10 @@ from eventfold.storage.base import (
     QuarantinedEvent,
     StoredEvent,
 )
+from eventfold.storage.batch_records import decode_events, encode_events
 from eventfold.storage.sql import SqlConnection
 from eventfold.storage.sql_base import EVENT_COLUMNS, Row
-from eventfold.storage.sql_fold import QueueCursor, SqlFoldTransaction
+from eventfold.storage.sql_fold import QueueCursor, SqlFoldTransaction, pending_events
 from eventfold.storage.sql_idempotency import claim_key
 from eventfold.storage.sql_keys import SqlKeys
 
@@ -45,16 +47,16 @@ class SqlStorage(SqlKeys):
         events: Sequence[AcceptedEvent],
         claim: IdempotencyClaim | None = None,
     ) -> bool:
-        rows = [(account_id, received_at_ms, *event) for event in events]
+        record = encode_events(events) if events else b""
 
         def insert(connection: SqlConnection) -> bool:
             if claim is not None and not claim_key(connection, account_id, received_at_ms, claim):
                 return False
-            if rows:
-                self._insert_events(connection, rows)
+            if events:
+                self._append_batch(connection, account_id, received_at_ms, len(events), record)
             return True
 
-        stored = await self._writer.submit(insert, rows=max(1, len(rows)))
+        stored = await self._writer.submit(insert, rows=max(1, len(events)))
         self.wake_waiters()
         return stored
 
@@ -85,19 +87,33 @@ class SqlStorage(SqlKeys):
             ).fetchone()
         return bytes(row[0]) if row else None
 
+    # One statement each, so one snapshot: the fold moves events from the log to their
+    # rows meanwhile.
+
     def count_events(self, account_id: int) -> int:
         with self._reading() as connection:
             row = connection.execute(
-                "SELECT count(*) FROM events WHERE account_id = ?", (account_id,)
+                "SELECT (SELECT count(*) FROM events WHERE account_id = ?),"
+                " (SELECT coalesce(sum(event_count), 0) FROM batches WHERE account_id = ?)",
+                (account_id, account_id),
             ).fetchone()
-        return int(row[0])
+        return int(row[0]) + int(row[1])
 
     def stored_documents(self, account_id: int) -> list[bytes]:
         with self._reading() as connection:
             rows = connection.execute(
-                "SELECT body FROM events WHERE account_id = ? ORDER BY seq", (account_id,)
+                "SELECT seq, body, 0 FROM events WHERE account_id = ?"
+                " UNION ALL SELECT seq, body, 1 FROM batches WHERE account_id = ?",
+                (account_id, account_id),
             ).fetchall()
-        return [bytes(row[0]) for row in rows]
+        documents: list[tuple[int, bytes]] = []
+        for seq, body, in_log in rows:
+            if not in_log:
+                documents.append((seq, bytes(body)))
+                continue
+            events = decode_events(bytes(body))
+            documents += [(seq + index, event.document) for index, event in enumerate(events)]
+        return [document for _, document in sorted(documents)]
 
     # --- profiles -------------------------------------------------------------------
 
@@ -111,24 +127,28 @@ class SqlStorage(SqlKeys):
     def _fold_transaction(
         self, connection: SqlConnection, cursor: QueueCursor
     ) -> SqlFoldTransaction:
-        return SqlFoldTransaction(connection, self._fold_locking, cursor, current_ms())
+        return SqlFoldTransaction(
+            connection, self._fold_locking, cursor, current_ms(), self._insert_events
+        )
 
-    def pending_events(self, max_events: int) -> list[int]:
+    def pending_batches(self, max_events: int) -> list[int]:
         with self._reading() as connection:
-            return sql_profiles.pending_events(connection, max_events)
+            return sql_log.pending_batches(connection, max_events)
+
+    def split_batch(self, seq: int) -> list[int]:
+        split: list[int] = self._run_fold(lambda connection: sql_log.split_batch(connection, seq))
+        return split
 
     def quarantine(self, seq: int, error: str) -> None:
-        self._run_fold(
-            lambda connection: sql_profiles.quarantine(connection, seq, error, current_ms())
-        )
+        self._run_fold(lambda connection: sql_log.quarantine(connection, seq, error, current_ms()))
 
     def quarantined(self, limit: int) -> list[QuarantinedEvent]:
         with self._reading() as connection:
-            return sql_profiles.quarantined(connection, limit)
+            return sql_log.quarantined(connection, limit)
 
     def release_quarantined(self, seqs: Sequence[int] | None = None) -> int:
         released: int = self._run_fold(
-            lambda connection: sql_profiles.release_quarantined(connection, seqs)
+            lambda connection: sql_log.release_quarantined(connection, seqs)
         )
         self.wake_waiters()
         return released
@@ -170,6 +190,7 @@ class SqlStorage(SqlKeys):
             self._lock_fold_gate(connection, exclusive=True)
             fold_everything(self._fold_transaction(connection, QueueCursor()))
             erased = sql_profiles.erase_person(connection, account_id, kind, value)
+            sql_log.forget_quarantined_of(connection, account_id, erased)
             if log_position is not None:
                 sql_logged.mark_erased(connection, account_id, erased, log_position)
 
@@ -179,32 +200,47 @@ class SqlStorage(SqlKeys):
         self,
         batches: Sequence[LoggedBatch],
         forget_below: int,
-        fold_everything: FoldStep | None = None,
+        fold: FoldEvents | None = None,
     ) -> int:
         def apply(connection: SqlConnection) -> int:
             # Erasures pass the gate alone: they see none or all of a step's events.
             self._lock_fold_gate(connection, exclusive=False)
             fresh = sql_logged.unapplied(connection, batches)
             erased = sql_logged.erasures_for(connection, fresh)
-            for batch in fresh:
-                self._store_logged(connection, batch, erased)
+            kept = [
+                (batch, events)
+                for batch in fresh
+                if (events := self._kept_events(connection, batch, erased))
+            ]
             sql_logged.save_marks(connection, erased.learnt)
             sql_logged.record_applied(connection, batches, forget_below)
-            if fold_everything is None:
+            if fold is None:
+                for batch, events in kept:
+                    record = encode_events(events)
+                    self._append_batch(
+                        connection, batch.account_id, batch.received_at_ms, len(events), record
+                    )
                 return 0
-            return fold_everything(self._fold_transaction(connection, QueueCursor()))
+            positions = self._allocate_batch_seqs(connection, len(kept))
+            pending = [
+                event
+                for seq, (batch, events) in zip(positions, kept, strict=True)
+                for event in pending_events(seq, batch.account_id, batch.received_at_ms, events)
+            ]
+            return fold(self._fold_transaction(connection, QueueCursor()), pending)
 
         rows = sum(len(batch.events) for batch in batches)
         return self._run_fold(apply, rows=max(1, rows))
 
-    def _store_logged(
+    def _kept_events(
         self, connection: SqlConnection, batch: LoggedBatch, erased: sql_logged.Erasures
-    ) -> None:
-        """Stores one logged batch, less the events of people erased after it was logged."""
+    ) -> list[AcceptedEvent]:
+        """A logged batch's events to fold: none for a repeat of a batch applied before,
+        and never those of people erased after it was logged."""
         if batch.claim is not None:
             try:
                 if not claim_key(connection, batch.account_id, batch.received_at_ms, batch.claim):
-                    return  # a repeat of a batch already stored
+                    return []  # a repeat of a batch already stored
             except IdempotencyConflict:
                 # Its 202 came from an API node that could not see the first use of the
                 # key (older than JetStream's duplicate window and not yet applied).
@@ -212,14 +248,12 @@ class SqlStorage(SqlKeys):
                     "dropped logged batch %d: its Idempotency-Key was used with another body",
                     batch.position,
                 )
-                return
-        rows = [
-            (batch.account_id, batch.received_at_ms, *event)
+                return []
+        return [
+            event
             for event in batch.events
             if not erased.covers(batch.account_id, event, batch.position)
         ]
-        if rows:
-            self._insert_events(connection, rows)
 
     def list_events(self, query: EventQuery) -> list[StoredEvent]:
         with self._reading() as connection:
@@ -231,4 +265,4 @@ class SqlStorage(SqlKeys):
 
     def fold_lag(self, now_ms: int) -> FoldLag:
         with self._reading() as connection:
-            return sql_profiles.fold_lag(connection, now_ms)
+            return sql_log.fold_lag(connection, now_ms)

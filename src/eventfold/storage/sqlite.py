@@ -11,9 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from eventfold.errors import ConfigurationError
+from eventfold.storage.batch_records import SEQ_STRIDE
 from eventfold.storage.migrations import migrate_sqlite
 from eventfold.storage.sql import SqlConnection
-from eventfold.storage.sql_store import Row, SqlStorage
+from eventfold.storage.sql_store import SqlStorage
 
 
 def connect(path: Path, busy_timeout_ms: int = 5_000) -> sqlite3.Connection:
@@ -82,11 +83,26 @@ class SqliteStorage(SqlStorage):
     def _connect_reader(self) -> SqlConnection:
         return connect(self.path, self._busy_timeout_ms)
 
-    def _insert_events(self, connection: SqlConnection, rows: list[Row]) -> None:
-        super()._insert_events(connection, rows)
-        # One writer: the rows just inserted hold the newest sequence numbers, in a row.
-        last = connection.execute("SELECT last_insert_rowid()").fetchone()[0]
+    def _append_batch(
+        self,
+        connection: SqlConnection,
+        account_id: int,
+        received_at_ms: int,
+        count: int,
+        record: bytes,
+    ) -> None:
+        # One writer: the next position is SEQ_STRIDE above the highest ever given
+        # (AUTOINCREMENT records it in sqlite_sequence, even once that batch is folded).
         connection.execute(
-            "INSERT INTO unfolded (seq) SELECT seq FROM events WHERE seq > ?",
-            (last - len(rows),),
+            "INSERT INTO batches (seq, account_id, received_at, event_count, body) VALUES"
+            " ((SELECT seq FROM sqlite_sequence WHERE name = 'batches') + ?, ?, ?, ?, ?)",
+            (SEQ_STRIDE, account_id, received_at_ms, count, record),
         )
+
+    def _allocate_batch_seqs(self, connection: SqlConnection, count: int) -> list[int]:
+        row = connection.execute(
+            "UPDATE sqlite_sequence SET seq = seq + ? WHERE name = 'batches' RETURNING seq",
+            (SEQ_STRIDE * count,),
+        ).fetchone()
+        last = int(row[0])
+        return [last - SEQ_STRIDE * (count - 1 - index) for index in range(count)]
