@@ -16,7 +16,7 @@ from eventfold.clock import now_ms
 from eventfold.errors import StorageUnavailable
 from eventfold.services.fold import FoldService
 from eventfold.settings import Settings
-from eventfold.storage.base import FoldStep, Storage
+from eventfold.storage.base import EventQuery, FoldStep, Storage
 from eventfold.storage.sqlite import SqliteStorage
 from tests.conftest import auth, post_events, wait_for_fold
 
@@ -154,3 +154,26 @@ def test_an_outage_quarantines_nothing(tmp_path: Path) -> None:
         assert quarantined == []
     finally:
         store.close()
+
+
+def test_a_poison_event_is_taken_out_of_its_batch_and_the_rest_of_the_batch_folds(
+    client: TestClient, storage: Storage, settings: Settings, secret: str, account_id: int
+) -> None:
+    batch = [
+        {"action": "first", "email": "a@example.com"},
+        {"action": "poisoned", "email": POISON},
+        {"action": "third", "email": "b@example.com"},
+    ]
+    with poisoned(settings.database_url):
+        post_events(client, secret, *batch)
+        listed = client.get("/api/v0/events", params={"order": "asc"}, headers=auth(secret))
+        assert [e["action"] for e in listed.json()["events"]] == ["first", "third"]
+        [set_aside] = storage.quarantined(10)
+    assert storage.release_quarantined() == 1
+    wait_for_fold(client)
+    listed = client.get("/api/v0/events", params={"order": "asc"}, headers=auth(secret))
+    assert [e["action"] for e in listed.json()["events"]] == ["first", "poisoned", "third"]
+    # Each event kept its position in the batch, the quarantined one too.
+    seqs = [e.seq for e in storage.list_events(EventQuery(account_id, limit=10, ascending=True))]
+    assert seqs[1] == set_aside.seq
+    assert seqs == [seqs[0], seqs[0] + 1, seqs[0] + 2]
