@@ -110,7 +110,7 @@ def main() -> int:
         f"--scenarios={scenarios}",
         f"--rate={args.rate}",
         f"--warmup={3 if args.quick else 5}",
-        f"--after={8 if args.quick else 15}",
+        f"--after={6 if args.quick else 15}",
         f"--hold-scale={0.6 if args.quick else args.hold_scale}",
         f"--nats-binary={nats_server_binary()}",
         f"--postgres-bindir={postgres_bindir()}",

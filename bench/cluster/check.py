@@ -37,6 +37,8 @@ class Verdict:
 
 
 def verify(urls: list[str], ledger: Ledger, timeout: float = 120) -> Verdict:
+    """Reads the scenario's account back through the API, waiting up to ``timeout`` for
+    everything acknowledged to be stored and folded, and judges what it read."""
     started = time.monotonic()
     expected = ledger.acknowledged_ids()
     while True:
@@ -51,14 +53,27 @@ def verify(urls: list[str], ledger: Ledger, timeout: float = 120) -> Verdict:
     if complete:
         time.sleep(SETTLE_SECONDS)
         events = read_events(urls, ledger.secret)
+    counted = profile_counts(urls, ledger.secret, sorted({event["email"] for event in events}))
+    return judge(ledger, events, counted, until_complete)
+
+
+def judge(
+    ledger: Ledger,
+    events: list[dict[str, Any]],
+    counted: dict[str, int],
+    seconds_until_complete: float = 0.0,
+) -> Verdict:
+    """What the events read back (each with its id ``n``, its ``email`` and
+    ``foldedIntoProfile``) and each person's profile ``eventCount`` say of what the
+    ledger says was acknowledged."""
+    expected = ledger.acknowledged_ids()
     copies = Counter(event["n"] for event in events)
     per_person = Counter(event["email"] for event in events)
     profiles_of: dict[str, set[str]] = {}
     for event in events:
         profiles_of.setdefault(event["email"], set()).add(str(event["foldedIntoProfile"]))
-    counted = profile_counts(urls, ledger.secret, list(per_person))
-    under = sum(max(0, stored - counted[email]) for email, stored in per_person.items())
-    over = sum(max(0, counted[email] - stored) for email, stored in per_person.items())
+    under = sum(max(0, stored - counted.get(email, 0)) for email, stored in per_person.items())
+    over = sum(max(0, counted.get(email, 0) - stored) for email, stored in per_person.items())
     batches = Counter(event_id.rpartition(".")[0] for event_id in copies)
     missing = sum(1 for event_id in expected if not copies[event_id])
     return Verdict(
@@ -75,7 +90,7 @@ def verify(urls: list[str], ledger: Ledger, timeout: float = 120) -> Verdict:
         ),
         unfolded=sum(event["foldedIntoProfile"] is None for event in events),
         profiles=len(per_person),
-        seconds_until_complete=until_complete,
+        seconds_until_complete=seconds_until_complete,
         event_counts=counted,
     )
 

@@ -42,6 +42,7 @@ from bench.cluster.topology import (
 )
 from bench.nats_cluster import CONFIG as NATS_CONFIG
 from bench.nats_cluster import nats_server_binary
+from eventfold.storage.nats import CONSUMER
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 STREAM = "EVENTFOLD"
@@ -241,13 +242,31 @@ class Deployment:
 
     def stream_leader(self) -> int:
         """The index of the NATS node that leads the stream now."""
+        leader = self._stream_detail()["cluster"]["leader"]
+        return [node.name for node in NATS].index(leader)
+
+    def stream_state(self) -> str:
+        """What the stream holds, as its leader says: batches not yet acknowledged (a
+        work queue drops each once a worker acknowledges it), and the consumer's count
+        of those delivered and not acknowledged, and not delivered yet."""
+        detail = self._stream_detail()
+        state = detail.get("state", {})
+        consumers = {c.get("name"): c for c in detail.get("consumer_detail", [])}
+        consumer = consumers.get(CONSUMER, {})
+        return (
+            f"{state.get('messages')} batches in the stream (positions "
+            f"{state.get('first_seq')}-{state.get('last_seq')}), {consumer.get('num_ack_pending')}"
+            f" delivered and not acknowledged, {consumer.get('num_pending')} not delivered"
+        )
+
+    def _stream_detail(self) -> dict[str, Any]:
         for host in NATS:
-            info = _get(f"http://{host.address}:{NATS_MONITOR_PORT}/jsz?streams=true")
-            for account in (info or {}).get("account_details", []):
+            url = f"http://{host.address}:{NATS_MONITOR_PORT}/jsz?streams=true&consumers=true"
+            for account in (_get(url) or {}).get("account_details", []):
                 for stream in account.get("stream_detail", []):
-                    leader = stream.get("cluster", {}).get("leader")
-                    if stream["name"] == STREAM and leader:
-                        return [node.name for node in NATS].index(leader)
+                    if stream["name"] == STREAM and stream.get("cluster", {}).get("leader"):
+                        found: dict[str, Any] = stream
+                        return found
         raise RuntimeError(f"no NATS node knows a leader of the stream {STREAM}")
 
 

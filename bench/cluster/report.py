@@ -11,6 +11,8 @@ from bench.cluster.check import Verdict
 from bench.cluster.ledger import Ledger
 
 REASON_CHARACTERS = 100
+# How long a cut-off API node may take, after the heal, to answer 202 again.
+RECOVERY_SECONDS = 30.0
 
 
 @dataclass
@@ -129,6 +131,35 @@ def by_node(ledger: Ledger, start: float, end: float, nodes: list[str]) -> str:
         median = f", median {accepted[len(accepted) // 2] * 1000:.0f} ms" if accepted else ""
         parts.append(f"{name} {len(accepted)}/{len(mine)} 202{median}")
     return ", ".join(parts)
+
+
+def judge_cut_off_node(
+    ledger: Ledger, node: int, name: str, injected: float, healed: float
+) -> tuple[list[str], list[str]]:
+    """Problems and notes: while cut off the node answers (503), never 202; after the
+    heal it answers 202 again by itself. Only requests sent and answered while it was
+    cut off count: one sent then may rightly be answered 202 after the heal."""
+    problems, notes = [], []
+    mine = [a for a in ledger.attempts if a.node == node]
+    during = [a for a in mine if a.sent >= injected and a.done <= healed]
+    accepted = [a for a in during if a.status == 202]
+    if accepted:
+        problems.append(
+            f"{name} answered 202 to {len(accepted)} requests sent while it was cut off "
+            f"(batches {', '.join(a.batch for a in accepted[:5])})"
+        )
+    if not any(a.status == 503 for a in during):
+        problems.append(f"{name} answered no request with 503 while it was cut off")
+    statuses = dict(sorted(Counter(a.status for a in during).items()))  # status: how often
+    notes.append(f"{name} answered {statuses} while cut off")
+    after = [a.done - healed for a in mine if a.sent >= healed and a.status == 202]
+    if not after or min(after) > RECOVERY_SECONDS:
+        problems.append(
+            f"{name} did not answer 202 again within {RECOVERY_SECONDS:g} s of the heal"
+        )
+    else:
+        notes.append(f"{name} answered 202 again {min(after):.1f} s after")
+    return problems, notes
 
 
 def _general(reason: str) -> str:
