@@ -78,8 +78,10 @@ class Settings:
     nats_replicas: int = 0
     # How long an API node keeps retrying a publish before answering 503.
     nats_publish_timeout_seconds: float = 10.0
-    # How long a worker may hold fetched batches unacknowledged before others get them.
-    nats_ack_wait_seconds: float = 30.0
+    # How long a worker may hold fetched batches unacknowledged before others get them:
+    # the delay of batches a dead worker held. A live worker says it is still at work
+    # every third of it, so it need not cover the longest apply.
+    nats_ack_wait_seconds: float = 5.0
     # How long JetStream recognises a repeated batch by its id (Idempotency-Key or request).
     nats_duplicate_window_seconds: float = 600.0
 

@@ -20,7 +20,7 @@ from eventfold.services.fold import FoldHealth, FoldService, describe, fold_even
 
 if TYPE_CHECKING:
     from eventfold.settings import Settings
-    from eventfold.storage.base import ProfileStore, Storage
+    from eventfold.storage.base import LoggedBatch, ProfileStore, Storage
     from eventfold.storage.nats import NatsLog
 
 logger = logging.getLogger("eventfold.worker")
@@ -86,8 +86,10 @@ class LogFoldWorker:
     """Folds batches from an external log (JetStream) into the database: fetch, apply
     and fold in one transaction that records the batches' positions, then acknowledge.
 
-    A crash before the commit leaves the batches unacknowledged, and JetStream hands
-    them to a worker again after the ack wait; a crash between the commit and the
+    While it applies them it tells JetStream so (``NatsLog.holding``), and when applying
+    fails it gives them back for any worker to fetch again a second later. A crash
+    before the commit leaves the batches unacknowledged, and JetStream hands them to a
+    worker again after the ack wait; a crash between the commit and the
     acknowledgement redelivers batches whose positions are recorded, which are skipped.
     The fold takes the batches as they were decoded from the stream. When folding them
     fails while the database answers, they are put in the database's own log instead
@@ -134,8 +136,17 @@ class LogFoldWorker:
         # 1,000 events held 350 MB while they were applied.
         average = sum(len(message.data) for _, message in fetched) / len(fetched)
         self._fetch_batches = max(1, min(MAX_FETCH_BATCHES, int(FETCH_BYTES / average)))
+        messages = [message for _, message in fetched]
+        try:
+            async with self._log.holding(messages):
+                await self._apply([batch for batch, _ in fetched])
+        except Exception:
+            await self._log.give_back(messages)
+            raise
+        await self._log.acknowledge(messages)
+
+    async def _apply(self, batches: list[LoggedBatch]) -> None:
         forget_below = await self._log.first_position()
-        batches = [batch for batch, _ in fetched]
         try:
             await asyncio.to_thread(self._store.apply_logged, batches, forget_below, fold_events)
         except Exception as error:
@@ -145,7 +156,6 @@ class LogFoldWorker:
             await asyncio.to_thread(self._store.apply_logged, batches, forget_below)
             while await asyncio.to_thread(self._fold.fold_pending, FOLD_BATCH_SIZE):
                 pass
-        await self._log.acknowledge([message for _, message in fetched])
 
     def run(self) -> None:
         asyncio.run(self.run_async())

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 
 import msgspec
 import nats
@@ -37,6 +37,16 @@ _EVENTS = "Eventfold-Events"  # how many events the batch holds
 _ATTEMPT_SECONDS = 2.0  # one publish's wait for its acknowledgement before trying again
 _DEFAULT_REPLICAS = 3  # or 1 where the cluster is smaller (a single server)
 _READY_SECONDS = 30.0  # how long start-up waits for JetStream to make the stream
+# A server that falls silent (its host cut off, not closed) is noticed by its missed
+# pings only: nats-py's default, a ping every 2 minutes with 2 outstanding, kept an API
+# node on a cut-off NATS node for minutes (bench.cluster, nats-partition). At 2 s the
+# client gives up on it after 4 to 6 s and reconnects to another node; a ping is a few
+# bytes.
+_PING_SECONDS = 2
+_MAX_OUTSTANDING_PINGS = 2
+# A batch whose apply failed goes back to the stream for any worker after this long
+# (not after the ack wait): the database may answer again by then.
+_RETRY_FAILED_SECONDS = 1.0
 # What JetStream's file store counts for a message besides its subject, headers and
 # payload (its record's length fields and hash; checked against stream_info on 2.15).
 _STORED_OVERHEAD_BYTES = 34
@@ -120,6 +130,8 @@ class NatsLog:
                     connect_timeout=2,
                     reconnect_time_wait=1,
                     max_reconnect_attempts=-1,
+                    ping_interval=_PING_SECONDS,
+                    max_outstanding_pings=_MAX_OUTSTANDING_PINGS,
                     error_cb=_log_error,
                 ),
                 _READY_SECONDS,
@@ -158,14 +170,19 @@ class NatsLog:
             await js.stream_info(self._stream)
         except nats.js.errors.NotFoundError:
             await self._add_stream()
+        ack_wait = self._settings.nats_ack_wait_seconds
         try:
-            await js.consumer_info(self._stream, CONSUMER)
+            info = await js.consumer_info(self._stream, CONSUMER)
         except nats.js.errors.NotFoundError:
+            info = None
+        # Made, or given the configured ack wait when it was made with another one (the
+        # request creates or updates, and the ack wait may change).
+        if info is None or abs((info.config.ack_wait or 0) - ack_wait) > 0.001:
             await js.add_consumer(
                 self._stream,
                 durable_name=CONSUMER,
                 ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=self._settings.nats_ack_wait_seconds,
+                ack_wait=ack_wait,
                 max_deliver=-1,
                 max_ack_pending=50_000,
             )
@@ -376,6 +393,36 @@ class NatsLog:
         with _translated("did not take acknowledgements"):
             for message in messages:
                 await message.ack()
+
+    @contextlib.asynccontextmanager
+    async def holding(self, messages: Sequence[Msg]) -> AsyncIterator[None]:
+        """While the block runs, tells JetStream every third of the ack wait that the
+        batches are still being worked on: the ack wait can then be short, so that
+        batches a dead worker held go to another one soon, without batches that a live
+        worker takes long to apply going to a second worker meanwhile."""
+
+        async def keep_telling() -> None:
+            while True:
+                await asyncio.sleep(self._settings.nats_ack_wait_seconds / 3)
+                with contextlib.suppress(TimeoutError, nats.errors.Error):
+                    for message in messages:
+                        await message.in_progress()
+
+        telling = asyncio.create_task(keep_telling())
+        try:
+            yield
+        finally:
+            telling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await telling
+
+    async def give_back(self, messages: Sequence[Msg]) -> None:
+        """Returns batches that could not be applied to the stream, for any worker to
+        fetch again in ``_RETRY_FAILED_SECONDS`` (best effort: unreachable, JetStream
+        hands them out again after the ack wait anyway)."""
+        with contextlib.suppress(TimeoutError, nats.errors.Error):
+            for message in messages:
+                await message.nak(delay=_RETRY_FAILED_SECONDS)
 
     async def first_position(self) -> int:
         """The oldest position still in the stream: nothing below it can be delivered."""

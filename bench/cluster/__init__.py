@@ -1,0 +1,1 @@
+"""Scale-out across hosts under faults: see bench/cluster/__main__.py."""
