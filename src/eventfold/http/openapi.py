@@ -42,10 +42,21 @@ class FoldLoop(msgspec.Struct):
     lastError: str | None
 
 
+class SegmentLoopsView(msgspec.Struct):
+    """The segments' backfill and timer of this process, where it runs them."""
+
+    running: bool
+    failingForSeconds: float
+    lastError: str | None
+    # Seconds since the earliest re-evaluation that is due and has not run (null: unknown).
+    timerLagSeconds: float | None
+
+
 class Health(msgspec.Struct):
     status: str
     lag: Lag | None
     fold: FoldLoop | None = None
+    segments: SegmentLoopsView | None = None
 
 
 class Readiness(msgspec.Struct):

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from eventfold.domain.profile import identifiers_of
 from eventfold.domain.profile_book import ProfileBook
 from eventfold.errors import EventfoldError, FoldContention, StorageUnavailable
+from eventfold.services.segments_fold import fold_segments
 from eventfold.storage.base import FoldTransaction, ProfileStore
 
 logger = logging.getLogger("eventfold.fold")
@@ -53,6 +54,9 @@ def fold_claimed(tx: FoldTransaction, max_events: int, seqs: Sequence[int] | Non
     ]
     book.settle()
     tx.save(book, [(seq, book.final_id(profile_id)) for seq, profile_id in joined])
+    fold_segments(
+        tx, book, [(book.final_id(pid), ev) for ev, (_, pid) in zip(events, joined, strict=True)]
+    )
     return len(events)
 
 
