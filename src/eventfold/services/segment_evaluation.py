@@ -64,7 +64,7 @@ class AccountSegments:
         return set()
 
 
-_compiled: dict[tuple[tuple[int, int, int], ...], AccountSegments] = {}
+_compiled: dict[tuple[tuple[int, int, str, bytes], ...], AccountSegments] = {}
 _MAX_COMPILED = 1_000
 
 
@@ -77,7 +77,7 @@ def compile_accounts(records: Iterable[SegmentRecord]) -> dict[int, AccountSegme
 
 
 def _compile(records: list[SegmentRecord]) -> AccountSegments:
-    cache_key = tuple((r.id, r.version, r.updated_at_ms) for r in records)
+    cache_key = tuple((r.id, r.version, r.key, r.definition) for r in records)
     cached = _compiled.get(cache_key)
     if cached is not None:
         return cached
