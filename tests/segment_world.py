@@ -23,6 +23,8 @@ from eventfold.domain.segments.language import Condition, event_leaves, parse_co
 from eventfold.services.segments_fold import fold_segments
 from eventfold.storage.base import PendingEvent
 from eventfold.storage.segment_contract import (
+    FeedEntry,
+    Member,
     MembershipChange,
     PersonVerdict,
     SegmentRecord,
@@ -114,7 +116,20 @@ class World:
         return (now_ms - min(due)) / 1000 if due else 0.0
 
     def sequence_segment_changes(self, forget_before_ms: int) -> None:
-        pass
+        pass  # the world's changes are a list in commit order already
+
+    # Reads for the API, which these tests do not use.
+    def list_segments(self, account_id: int) -> list[tuple[SegmentRecord, int]]:
+        raise NotImplementedError
+
+    def segment_members(self, segment_id: int, after: int, limit: int) -> list[Member]:
+        raise NotImplementedError
+
+    def segment_changes(self, segment_id: int, after: int, limit: int) -> list[FeedEntry]:
+        raise NotImplementedError
+
+    def profile_segments(self, profile_id: int) -> list[str]:
+        raise NotImplementedError
 
     # --- the answer from scratch --------------------------------------------------------
 

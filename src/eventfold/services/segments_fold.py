@@ -5,15 +5,24 @@ it (never before it, never lost)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from eventfold.domain.profile import FoldInput
 from eventfold.domain.profile_book import ProfileBook
 from eventfold.services.segment_evaluation import Evaluation, compile_accounts
-from eventfold.storage.base import FoldTransaction, PendingEvent
+from eventfold.storage.base import PendingEvent
+from eventfold.storage.segment_contract import SegmentRecords
+
+
+class SegmentTransaction(Protocol):
+    """The part of a fold step's transaction (``FoldTransaction``) this hook uses."""
+
+    def segment_records(self) -> SegmentRecords:
+        """The segments' records in the transaction."""
 
 
 def fold_segments(
-    tx: FoldTransaction, book: ProfileBook, folded: Sequence[tuple[int, PendingEvent]]
+    tx: SegmentTransaction, book: ProfileBook, folded: Sequence[tuple[int, PendingEvent]]
 ) -> None:
     """Judges the step's people (``book`` settled and saved; ``folded``: each event with
     the profile it ended in) and the people merged away in it."""
