@@ -25,7 +25,7 @@ from eventfold.domain.limits import Limits
 from eventfold.domain.validation import BatchValidator
 from eventfold.errors import StorageUnavailable
 from eventfold.settings import Settings
-from eventfold.storage.base import FoldStep, LoggedBatch
+from eventfold.storage.base import FoldEvents, LoggedBatch
 from eventfold.storage.nats import CONSUMER, NatsLog
 from eventfold.storage.sqlite import SqliteStorage
 from eventfold.worker import LogFoldWorker
@@ -66,7 +66,7 @@ class FlakyStorage(SqliteStorage):
         self,
         batches: Sequence[LoggedBatch],
         forget_below: int,
-        fold_everything: FoldStep | None = None,
+        fold: FoldEvents | None = None,
     ) -> int:
         if self.failures:
             self.failures -= 1
@@ -75,7 +75,7 @@ class FlakyStorage(SqliteStorage):
         if self.slow:
             time.sleep(self.slow)
             self.slow = 0.0
-        applied = super().apply_logged(batches, forget_below, fold_everything)
+        applied = super().apply_logged(batches, forget_below, fold)
         self.applied = self.applied or time.monotonic()
         return applied
 

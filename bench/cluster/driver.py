@@ -39,7 +39,6 @@ from bench.cluster.topology import API, API_PORT, CLIENT, api_url
 from bench.cluster.visibility import VisibilityWatcher
 from eventfold.settings import Settings
 
-
 # Beyond the publish timeout: how long a cut-off API node stays cut off at least.
 CUT_OFF_MARGIN = 3.0
 

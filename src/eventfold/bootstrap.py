@@ -13,6 +13,8 @@ from eventfold.services.debug_feed import DebugFeed, RejectionRing
 from eventfold.services.fold_lag import FoldLagGauge
 from eventfold.services.ingest import IngestService
 from eventfold.services.profiles import ProfileService
+from eventfold.services.segment_loops import SegmentLoops
+from eventfold.services.segments import SegmentService
 from eventfold.settings import Settings
 from eventfold.storage import open_log, open_storage
 from eventfold.storage.base import EventLog, Storage
@@ -33,12 +35,21 @@ class Services:
     wire_types: WireTypes  # the request types, for the OpenAPI document
     rejections: RejectionRing
     debug_feed: DebugFeed
+    segments: SegmentService
 
 
 def build_worker(settings: Settings, storage: Storage) -> BackgroundWork:
-    """What ``eventfold worker`` runs: fold loops only, from the database or the log
-    (each log fold loop connects to the log itself)."""
-    return BackgroundWork(storage, fold_loops(settings, storage))
+    """What ``eventfold worker`` runs: fold loops, from the database or the log (each
+    log fold loop connects to the log itself), and the segments' loops."""
+    return BackgroundWork(storage, fold_loops(settings, storage), segment_loops(settings, storage))
+
+
+def segment_loops(settings: Settings, storage: Storage) -> SegmentLoops:
+    return SegmentLoops(
+        storage,
+        settings.segment_timer_seconds,
+        int(settings.segment_change_retention_days * 86_400_000),
+    )
 
 
 def build_services(settings: Settings, storage: Storage | None = None) -> Services:
@@ -48,6 +59,7 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
     rejections = RejectionRing()
     log = open_log(settings, storage)
     fold_lag = FoldLagGauge(log, settings.fold_lag_cache_seconds)
+    loops = segment_loops(settings, storage) if settings.fold_in_server else None
     return Services(
         settings=settings,
         storage=storage,
@@ -61,12 +73,13 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
             settings.max_fold_lag_events,
             settings.max_fold_lag_seconds,
         ),
-        profiles=ProfileService(storage, log),
+        profiles=ProfileService(storage, log, storage),
         fold_lag=fold_lag,
         background=BackgroundWork(
-            log, fold_loops(settings, storage) if settings.fold_in_server else []
+            log, fold_loops(settings, storage) if settings.fold_in_server else [], loops
         ),
         wire_types=validator.types,
         rejections=rejections,
         debug_feed=DebugFeed(storage, rejections),
+        segments=SegmentService(storage, loops.wake if loops is not None else lambda: None),
     )

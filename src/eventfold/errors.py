@@ -64,6 +64,12 @@ class MergedAway(NotFound):
         self.merged_into = merged_into
 
 
+class Conflict(EventfoldError):
+    """The request clashes with what exists (a segment key taken, a segment still named)."""
+
+    status = 409
+
+
 class RequestTimeout(EventfoldError):
     status = 408
 

@@ -70,6 +70,10 @@ class Settings:
     fold_lag_cache_seconds: float = 0.5
     # How long a looked-up key stays cached; revocation takes effect within this time.
     key_cache_seconds: float = 1.0
+    # Segments: how often the timer looks for people whose time window moved (seconds),
+    # and how long the change feed keeps a change (days; a cursor is valid that long).
+    segment_timer_seconds: float = 1.0
+    segment_change_retention_days: float = 30.0
     # Where accepted batches go before the fold: empty = the database itself, or
     # nats://host:4222[,host2:4222...] for a JetStream cluster (see docs/deploy.md).
     log_url: str = ""

@@ -234,6 +234,7 @@ class ProfileView(msgspec.Struct):
     custom: CustomView
     tags: list[str]
     products: dict[str, list[str]]
+    segments: list[str] = []  # keys of the segments the person is in (filled by services)
 
 
 def profile_view(profile_id: str, state: ProfileState) -> ProfileView:

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from eventfold.bootstrap import Services, build_services
 from eventfold.errors import EventfoldError
-from eventfold.http import errors
+from eventfold.http import errors, segments
 from eventfold.http.debugger import debugger_page, debugger_stream, reference_page
 from eventfold.http.events import get_events, post_events
 from eventfold.http.health import healthz, prometheus_metrics, readyz
@@ -39,6 +39,17 @@ class ProfilesEndpoint(HTTPEndpoint):
     delete = staticmethod(delete_profile)
 
 
+class SegmentsEndpoint(HTTPEndpoint):
+    get = staticmethod(segments.list_segments)
+    post = staticmethod(segments.create_segment)
+
+
+class SegmentEndpoint(HTTPEndpoint):
+    get = staticmethod(segments.get_segment)
+    put = staticmethod(segments.replace_segment)
+    delete = staticmethod(segments.delete_segment)
+
+
 def create_app(services: Services, close_storage_on_shutdown: bool = False) -> Starlette:
     """The app over already-built services (tests build their own)."""
 
@@ -55,6 +66,10 @@ def create_app(services: Services, close_storage_on_shutdown: bool = False) -> S
             Route("/api/v0/events", EventsEndpoint),
             Route("/api/v0/profiles", ProfilesEndpoint),
             Route("/api/v0/profiles/{profile_id}", get_profile_by_id, methods=["GET"]),
+            Route("/api/v0/segments", SegmentsEndpoint),
+            Route("/api/v0/segments/{key}", SegmentEndpoint),
+            Route("/api/v0/segments/{key}/members", segments.segment_members, methods=["GET"]),
+            Route("/api/v0/segments/{key}/changes", segments.segment_changes, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", prometheus_metrics, methods=["GET"]),

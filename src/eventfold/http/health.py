@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from eventfold.bootstrap import Services
 from eventfold.errors import RetryLater
-from eventfold.http.openapi import FoldLoop, Health, Lag, Readiness
+from eventfold.http.openapi import FoldLoop, Health, Lag, Readiness, SegmentLoopsView
 from eventfold.http.responses import json_response
 from eventfold.observability import metrics
 from eventfold.storage.base import FoldLag
@@ -23,6 +24,17 @@ def _fold_loop(services: Services) -> FoldLoop | None:
     return FoldLoop(health.running, round(health.failing_for_seconds, 3), health.last_error)
 
 
+def _segments(services: Services) -> SegmentLoopsView | None:
+    loops = services.background.segments
+    if loops is None:
+        return None
+    health = loops.health()
+    lag = None if health.timer_lag_seconds is None else round(health.timer_lag_seconds, 3)
+    return SegmentLoopsView(
+        health.running, round(health.failing_for_seconds, 3), health.last_error, lag
+    )
+
+
 def _lag(lag: FoldLag) -> Lag:
     return Lag(lag.events, round(lag.seconds, 3), lag.quarantined)
 
@@ -31,11 +43,12 @@ async def healthz(request: Request) -> Response:
     """200 while the process runs; the lag is null when the database cannot tell it."""
     services: Services = request.app.state.services
     fold = _fold_loop(services)
+    segments = await run_in_threadpool(_segments, services)
     try:
         lag = await services.fold_lag.current()
     except RetryLater:
-        return json_response(Health("ok", None, fold))
-    return json_response(Health("ok", _lag(lag), fold))
+        return json_response(Health("ok", None, fold, segments))
+    return json_response(Health("ok", _lag(lag), fold, segments))
 
 
 async def readyz(request: Request) -> Response:
@@ -82,7 +95,10 @@ async def readyz(request: Request) -> Response:
 
 async def prometheus_metrics(request: Request) -> Response:
     services: Services = request.app.state.services
+    segments = await run_in_threadpool(_segments, services)
     body, content_type = metrics.exposition(
-        await services.fold_lag.current(), services.settings.metrics_dir
+        await services.fold_lag.current(),
+        services.settings.metrics_dir,
+        segments.timerLagSeconds if segments is not None else None,
     )
     return Response(body, media_type=content_type)

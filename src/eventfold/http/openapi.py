@@ -10,6 +10,7 @@ import msgspec
 from eventfold import __version__
 from eventfold.domain.events import WireTypes
 from eventfold.domain.profile import ProfileView
+from eventfold.http.openapi_segments import SEGMENT_TYPES, segment_paths, segment_schemas
 
 REF = "#/components/schemas/{name}"
 
@@ -42,10 +43,21 @@ class FoldLoop(msgspec.Struct):
     lastError: str | None
 
 
+class SegmentLoopsView(msgspec.Struct):
+    """The segments' backfill and timer of this process, where it runs them."""
+
+    running: bool
+    failingForSeconds: float
+    lastError: str | None
+    # Seconds since the earliest re-evaluation that is due and has not run (null: unknown).
+    timerLagSeconds: float | None
+
+
 class Health(msgspec.Struct):
     status: str
     lag: Lag | None
     fold: FoldLoop | None = None
+    segments: SegmentLoopsView | None = None
 
 
 class Readiness(msgspec.Struct):
@@ -106,9 +118,19 @@ _PERSON = [
 def build_openapi(types: WireTypes) -> dict[str, Any]:
     """The document served at ``/openapi.json``."""
     _, schemas = msgspec.json.schema_components(
-        [types.batch, ProfileView, ErrorBody, Health, Readiness, Accepted, EventPage],
+        [
+            types.batch,
+            ProfileView,
+            ErrorBody,
+            Health,
+            Readiness,
+            Accepted,
+            EventPage,
+            *SEGMENT_TYPES,
+        ],
         ref_template=REF,
     )
+    segment_schemas(schemas)
     # Events and products keep fields the API does not know; one identifier is required.
     for name in ("Event", "Product"):
         schemas[name].pop("additionalProperties", None)
@@ -135,6 +157,7 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
         "paths": {
+            **segment_paths(_ok, _error, _BAD, _UNAUTHORIZED),
             "/api/v0/events": {
                 "post": {
                     "summary": "Store a batch of custom events (all or nothing)",

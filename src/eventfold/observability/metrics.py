@@ -109,7 +109,24 @@ class FoldLagCollector(Collector):
         )
 
 
-def exposition(lag: FoldLag, multiprocess_dir: str) -> tuple[bytes, str]:
+class SegmentTimerCollector(Collector):
+    """How late the segments' timer is, read from the database when scraped."""
+
+    def __init__(self, lag_seconds: float) -> None:
+        self._lag_seconds = lag_seconds
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "eventfold_segment_timer_lag_seconds",
+            "Seconds since the earliest due segment re-evaluation (a window that moved)"
+            " that has not run yet",
+            value=self._lag_seconds,
+        )
+
+
+def exposition(
+    lag: FoldLag, multiprocess_dir: str, segment_timer_lag: float | None = None
+) -> tuple[bytes, str]:
     """The text of ``/metrics`` and its content type: this process's metrics (or, with a
     multiprocess folder, every server process's), then the fold's lag."""
     if multiprocess_dir:
@@ -119,4 +136,6 @@ def exposition(lag: FoldLag, multiprocess_dir: str) -> tuple[bytes, str]:
         process_registry = REGISTRY
     lag_registry = CollectorRegistry()
     lag_registry.register(FoldLagCollector(lag))
+    if segment_timer_lag is not None:
+        lag_registry.register(SegmentTimerCollector(segment_timer_lag))
     return generate_latest(process_registry) + generate_latest(lag_registry), CONTENT_TYPE_LATEST

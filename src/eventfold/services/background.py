@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from eventfold.services.fold import FoldHealth
+from eventfold.services.segment_loops import SegmentLoops
 from eventfold.storage.base import EventLog
 
 
@@ -35,16 +36,24 @@ class FoldLoopsHealth:
 
 
 class BackgroundWork:
-    def __init__(self, log: EventLog, folds: Sequence[FoldLoop]) -> None:
+    def __init__(
+        self, log: EventLog, folds: Sequence[FoldLoop], segments: SegmentLoops | None = None
+    ) -> None:
         self._log = log
         self._folds = list(folds)
+        # The segments' backfill and timer, where this process folds.
+        self.segments = segments
 
     async def start(self) -> None:
         await self._log.connect()
         for fold in self._folds:
             fold.start()
+        if self.segments is not None:
+            self.segments.start()
 
     async def stop(self) -> None:
+        if self.segments is not None:
+            self.segments.stop()
         for fold in self._folds:
             fold.stop()
         await self._log.disconnect()

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from eventfold.domain.profile import identifiers_of
 from eventfold.domain.profile_book import ProfileBook
 from eventfold.errors import EventfoldError, FoldContention, StorageUnavailable
+from eventfold.services.segments_fold import fold_segments
 from eventfold.storage.base import FoldTransaction, PendingEvent, ProfileStore
 
 logger = logging.getLogger("eventfold.fold")
@@ -62,7 +63,9 @@ def fold_events(tx: FoldTransaction, events: Sequence[PendingEvent]) -> int:
         for pending in events
     ]
     book.settle()
-    tx.save(book, [(pending, book.final_id(profile_id)) for pending, profile_id in joined])
+    folded = [(pending, book.final_id(profile_id)) for pending, profile_id in joined]
+    tx.save(book, folded)
+    fold_segments(tx, book, [(profile_id, pending) for pending, profile_id in folded])
     return len(events)
 
 

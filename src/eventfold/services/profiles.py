@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from eventfold.domain.moments import iso_from_ms, to_epoch_ms
-from eventfold.domain.profile import ProfileView, profile_view
+from eventfold.domain.profile import ProfileState, ProfileView, profile_view
 from eventfold.errors import InvalidRequest, MergedAway, NotFound
 from eventfold.services.fold import fold_everything
 from eventfold.storage.base import (
@@ -21,6 +21,7 @@ from eventfold.storage.base import (
     ProfileStore,
     StoredEvent,
 )
+from eventfold.storage.segment_contract import SegmentStore
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1_000
@@ -42,9 +43,10 @@ class EventListing:
 
 
 class ProfileService:
-    def __init__(self, store: ProfileStore, log: EventLog) -> None:
+    def __init__(self, store: ProfileStore, log: EventLog, segments: SegmentStore) -> None:
         self._store = store
         self._log = log
+        self._segments = segments
 
     def get_profile(self, principal: Principal, person: tuple[str, str]) -> ProfileView:
         """The person's profile as the API shows it; NotFound if there is none."""
@@ -55,7 +57,7 @@ class ProfileService:
                 "folded within seconds of their 202)"
             )
         profile_id, state = found
-        return profile_view(public_profile_id(profile_id), state)
+        return self._view(profile_id, state)
 
     def get_profile_by_id(self, principal: Principal, public_id: str) -> ProfileView:
         """The profile with eventfold's own id (``prof_…``); NotFound, or MergedAway
@@ -76,7 +78,12 @@ class ProfileService:
                 f"identifiers); ask for {survivor}",
                 survivor,
             )
-        return profile_view(public_id, found)
+        return self._view(int(number), found)
+
+    def _view(self, profile_id: int, state: ProfileState) -> ProfileView:
+        view = profile_view(public_profile_id(profile_id), state)
+        view.segments = self._segments.profile_segments(profile_id)
+        return view
 
     async def erase(self, principal: Principal, person: tuple[str, str]) -> None:
         """Erases the person's profile and all their events; unknown people are fine."""

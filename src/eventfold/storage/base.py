@@ -9,6 +9,7 @@ from typing import NamedTuple, Protocol
 from eventfold.domain.events import AcceptedEvent
 from eventfold.domain.profile import FoldInput, ProfileState
 from eventfold.domain.profile_book import IdentityKey, ProfileBook
+from eventfold.storage.segment_contract import SegmentRecords, SegmentStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,9 @@ class FoldTransaction(Protocol):
     def save(self, book: ProfileBook, folded: Sequence[tuple[PendingEvent, int]]) -> None:
         """Stores the book's merges, identifiers and touched profiles, and each folded
         event's row with its final profile id."""
+
+    def segment_records(self) -> SegmentRecords:
+        """The segments' records in this transaction (``services/segments_fold.py``)."""
 
 
 FoldStep = Callable[[FoldTransaction], int]
@@ -281,6 +285,6 @@ class ProfileStore(Protocol):
         """The profile each of the account's events was folded into (None: not yet)."""
 
 
-class Storage(KeyStore, EventLog, EventRecords, ProfileStore, Protocol):
+class Storage(KeyStore, EventLog, EventRecords, ProfileStore, SegmentStore, Protocol):
     def close(self) -> None:
         """Finishes queued writes and releases the database."""

@@ -29,6 +29,7 @@ from eventfold.errors import FoldContention
 from eventfold.storage.base import PendingEvent
 from eventfold.storage.batch_records import decode_events
 from eventfold.storage.identity_keys import indexed_value
+from eventfold.storage.segment_contract import SegmentRecords
 from eventfold.storage.sql import SqlConnection
 from eventfold.storage.sql_log import first_holding
 from eventfold.storage.sql_profiles import execute_values, load_by_identifier, select_in
@@ -255,6 +256,12 @@ class SqlFoldTransaction:
                 " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 (_LAST_PROFILE_ID, self._last_id),
             )
+
+    def segment_records(self) -> SegmentRecords:
+        # Imported here: sql_segments builds on sql_base, which builds on this module.
+        from eventfold.storage.sql_segments import SqlSegmentRecords
+
+        return SqlSegmentRecords(self._connection, self._locking, self._now_ms)
 
     def _file_new_identifiers(self, new: Sequence[tuple[IdentityKey, int]]) -> None:
         """Inserts identifiers no profile had when they were read. Another fold may have

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from eventfold.clock import now_ms
 from eventfold.domain.profile import ProfileState
 from eventfold.domain.profile_book import IdentityKey
 from eventfold.storage.base import EventQuery, StoredEvent
@@ -41,6 +42,10 @@ def erase_person(
     connection.execute("DELETE FROM identities WHERE profile_id = ?", (profile_id,))
     connection.execute("DELETE FROM profiles WHERE id = ?", (profile_id,))
     connection.execute("DELETE FROM merged_profiles WHERE merged_into = ?", (profile_id,))
+    # Imported here: sql_segments builds on this module's helpers.
+    from eventfold.storage.sql_segments import erase_profile
+
+    erase_profile(connection, profile_id, now_ms())
     return {(kind, value), *((row[0], row[1]) for row in rows)}
 
 

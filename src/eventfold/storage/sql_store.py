@@ -30,13 +30,14 @@ from eventfold.storage.sql_base import EVENT_COLUMNS, Row
 from eventfold.storage.sql_fold import QueueCursor, SqlFoldTransaction, pending_events
 from eventfold.storage.sql_idempotency import claim_key
 from eventfold.storage.sql_keys import SqlKeys
+from eventfold.storage.sql_segments import SqlSegmentStore
 
 __all__ = ["EVENT_COLUMNS", "Row", "SqlStorage"]
 logger = logging.getLogger("eventfold.storage")
 
 
-class SqlStorage(SqlKeys):
-    """Keys, accounts, the event log and profiles, over a group-commit writer."""
+class SqlStorage(SqlSegmentStore, SqlKeys):
+    """Keys, accounts, the event log, profiles and segments, over a group-commit writer."""
 
     # --- events ---------------------------------------------------------------------
 

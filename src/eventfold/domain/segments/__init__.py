@@ -1,0 +1,1 @@
+"""Segments: live audiences over profiles (the language, evaluation, incremental state)."""

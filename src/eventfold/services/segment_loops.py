@@ -1,0 +1,206 @@
+"""The segments' background loops: the backfill (evaluates existing profiles for a new
+or changed segment, ``preparing`` -> ``ready``) and the timer (re-evaluates people whose
+next change moment has come, with no new event). Both run in small transactions of
+their own beside the fold, so ingest and the fold never wait for them for long.
+
+Each loop is supervised: an error is logged, shown in its health, and the loop tries
+again; what still fails alone (one person) is set aside and logged rather than retried
+for ever, so one person never stops the loop for everyone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+
+from eventfold.clock import now_ms
+from eventfold.services.fold import FoldHealth, describe
+from eventfold.services.segment_evaluation import Evaluation, compile_accounts
+from eventfold.storage.segment_contract import PersonVerdict, SegmentRecords, SegmentStore
+
+logger = logging.getLogger("eventfold.segments")
+
+BACKFILL_STEP = 500  # profiles a backfill transaction evaluates
+TIMER_STEP = 500  # people a timer transaction re-evaluates
+# A person whose re-evaluation fails alone is looked at again after this long.
+SET_ASIDE_MS = 3_600_000
+
+
+def backfill_step(store: SegmentStore, profiles: int = BACKFILL_STEP) -> bool:
+    """Evaluates the next ``profiles`` profiles for one preparing segment; whether there
+    was a preparing segment."""
+
+    def job(records: SegmentRecords) -> bool:
+        segment = records.preparing_segment()
+        if segment is None:
+            return False
+        accounts = compile_accounts(records.definitions([segment.account_id]))
+        found = records.profiles_after(segment.account_id, segment.backfill_after, profiles)
+        people = {pid: (segment.account_id, state) for pid, state in found.items()}
+        Evaluation(records, accounts, save_all=True).run(people)
+        done = len(found) < profiles
+        records.update_segment(
+            dataclasses.replace(
+                segment,
+                backfill_after=max(found, default=segment.backfill_after),
+                status="ready" if done else "preparing",
+            )
+        )
+        return True
+
+    return store.segments_transaction(job)
+
+
+def timer_step(
+    store: SegmentStore, clock: Callable[[], int] = now_ms, people: int = TIMER_STEP
+) -> int:
+    """Re-evaluates up to ``people`` people whose next change moment has passed; returns
+    how many. A step that fails is tried person by person; a person that fails alone is
+    set aside for an hour (and logged)."""
+    now = clock()
+    due: list[int] = store.segments_transaction(lambda r: r.due_people(now, people), now)
+    if not due:
+        return 0
+    try:
+        store.segments_transaction(lambda r: _reevaluate(r, due), now)
+    except Exception as error:
+        logger.warning(
+            "segment timer step failed, trying its people one by one: %s", describe(error)
+        )
+        for pid in due:
+            try:
+                store.segments_transaction(partial(_reevaluate, due=[pid]), now)
+            except Exception as alone:
+                logger.error(
+                    "segments of profile %d cannot be re-evaluated; set aside for an hour: %s",
+                    pid,
+                    describe(alone),
+                )
+                store.segments_transaction(partial(_set_aside, profile_id=pid), now)
+    return len(due)
+
+
+def _reevaluate(records: SegmentRecords, due: Sequence[int]) -> None:
+    people = records.lock_profiles(due)
+    gone = sorted(set(due) - people.keys())  # erased or merged away meanwhile
+    accounts = compile_accounts(records.definitions({a for a, _ in people.values()}))
+    Evaluation(records, accounts, save_all=True).run(people)
+    # People of accounts with no segment left need no timer.
+    idle = sorted(pid for pid, (account, _) in people.items() if account not in accounts)
+    if gone or idle:
+        records.save([], [*gone, *idle], [])
+
+
+def _set_aside(records: SegmentRecords, profile_id: int) -> None:
+    found = records.lock_profiles([profile_id])
+    if profile_id not in found:
+        records.save([], [profile_id], [])
+        return
+    leaves = records.leaves([profile_id]).get(profile_id, {})
+    later = records.now_ms + SET_ASIDE_MS
+    records.save([PersonVerdict(profile_id, found[profile_id][0], leaves, later)], [], [])
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SegmentLoopsHealth:
+    running: bool
+    failing_for_seconds: float
+    last_error: str | None
+    timer_lag_seconds: float | None  # None: the database did not say
+
+
+class SegmentLoops:
+    """The backfill and timer threads of one process."""
+
+    def __init__(
+        self,
+        store: SegmentStore,
+        timer_seconds: float = 1.0,
+        retention_ms: int = 30 * 86_400_000,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self._store = store
+        self._timer_seconds = timer_seconds
+        self._retention_ms = retention_ms
+        self._clock = clock
+        self._stop = threading.Event()
+        self._wake_backfill = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.backfill_health = FoldHealth()
+        self.timer_health = FoldHealth()
+
+    def wake(self) -> None:
+        """A segment was saved: the backfill starts at once."""
+        self._wake_backfill.set()
+
+    def start(self) -> None:
+        for name, target in (("backfill", self._run_backfill), ("timer", self._run_timer)):
+            thread = threading.Thread(target=target, name=f"eventfold-segment-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake_backfill.set()
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+
+    def health(self) -> SegmentLoopsHealth:
+        healths = (self.backfill_health, self.timer_health)
+        errors = [h.last_error for h in healths if h.last_error is not None]
+        try:
+            lag: float | None = self._store.segment_timer_lag(self._clock())
+        except Exception:
+            lag = None
+        return SegmentLoopsHealth(
+            running=all(h.running for h in healths),
+            failing_for_seconds=max(h.failing_for() for h in healths),
+            last_error=errors[0] if errors else None,
+            timer_lag_seconds=lag,
+        )
+
+    def _run_backfill(self) -> None:
+        self._supervise(self.backfill_health, self._backfill_once)
+
+    def _backfill_once(self) -> None:
+        if not backfill_step(self._store):
+            self._wake_backfill.wait(self._timer_seconds)
+            self._wake_backfill.clear()
+
+    def _run_timer(self) -> None:
+        self._supervise(self.timer_health, self._timer_once)
+
+    def _timer_once(self) -> None:
+        if timer_step(self._store, self._clock) < TIMER_STEP:
+            self._store.sequence_segment_changes(self._clock() - self._retention_ms)
+            self._stop.wait(self._timer_seconds)
+
+    def _supervise(self, health: FoldHealth, once: Callable[[], None]) -> None:
+        health.running = True
+        try:
+            while not self._stop.is_set():
+                try:
+                    once()
+                except Exception as error:
+                    health.failed(error)
+                    logger.warning("segment loop step failed, retrying: %s", describe(error))
+                    self._stop.wait(1.0)
+                    continue
+                health.succeeded()
+        finally:
+            health.running = False
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Polls ``condition`` until it holds or ``timeout`` seconds pass (tests, bench)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()

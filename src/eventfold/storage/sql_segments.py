@@ -1,0 +1,356 @@
+"""Segments in SQL both backends speak: definitions, each person's event-leaf states and
+next change moment, members, and the change feed.
+
+The feed is in commit order: a change gets its feed position only once committed
+(``sequence_changes``, under one lock), because PostgreSQL commits sequence numbers out
+of order and a reader paging by them could step past a change that commits late.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import msgspec
+
+from eventfold.clock import now_ms as current_ms
+from eventfold.domain.profile import FoldInput, ProfileState
+from eventfold.domain.segments.evaluate import LeafState, PersonLeaves
+from eventfold.storage.segment_contract import (
+    FeedEntry,
+    Member,
+    MembershipChange,
+    PersonVerdict,
+    SegmentRecord,
+    SegmentRecords,
+)
+from eventfold.storage.sql import SqlConnection
+from eventfold.storage.sql_base import SqlBase
+from eventfold.storage.sql_fold import FoldLocking
+from eventfold.storage.sql_profiles import execute_values, select_in
+
+T = TypeVar("T")
+_leaves_decoder = msgspec.json.Decoder(dict[str, LeafState])
+_leaves_encoder = msgspec.json.Encoder()
+_state_decoder = msgspec.json.Decoder(ProfileState)
+_fold_input = msgspec.json.Decoder(FoldInput)
+_SEGMENT_COLUMNS = (
+    "id, account_id, key, name, definition, version, status, created_at, updated_at, backfill_after"
+)
+_FEED_COUNTER = "segment_feed_position"
+_SEQUENCE_AT_ONCE = 10_000
+
+
+def _segment(row: Any) -> SegmentRecord:
+    sid, account, key, name, definition, version, status, created, updated, after = row
+    return SegmentRecord(
+        sid, account, key, name, bytes(definition), version, status, created, updated, after
+    )
+
+
+class SqlSegmentRecords:
+    """``SegmentRecords`` on the caller's connection and transaction."""
+
+    def __init__(self, connection: SqlConnection, locking: FoldLocking, now_ms: int) -> None:
+        self._connection = connection
+        self._locking = locking
+        self.now_ms = now_ms
+
+    def definitions(self, account_ids: Iterable[int]) -> list[SegmentRecord]:
+        rows = select_in(
+            self._connection,
+            f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE account_id IN ({{}}) ORDER BY id",
+            (),
+            sorted(set(account_ids)),
+        )
+        return [_segment(row) for row in rows]
+
+    def segment_for_update(self, account_id: int, key: str) -> SegmentRecord | None:
+        row = self._connection.execute(
+            f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE account_id = ? AND key = ?"
+            + self._locking.lock_rows_suffix,
+            (account_id, key),
+        ).fetchone()
+        return _segment(row) if row else None
+
+    def insert_segment(self, record: SegmentRecord) -> int:
+        row = self._connection.execute(
+            "INSERT INTO segments (account_id, key, name, definition, version, status,"
+            " created_at, updated_at, backfill_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " RETURNING id",
+            (
+                record.account_id,
+                record.key,
+                record.name,
+                record.definition,
+                record.version,
+                record.status,
+                record.created_at_ms,
+                record.updated_at_ms,
+                record.backfill_after,
+            ),
+        ).fetchone()
+        return int(row[0])
+
+    def update_segment(self, record: SegmentRecord) -> None:
+        self._connection.execute(
+            "UPDATE segments SET name = ?, definition = ?, version = ?, status = ?,"
+            " updated_at = ?, backfill_after = ? WHERE id = ?",
+            (
+                record.name,
+                record.definition,
+                record.version,
+                record.status,
+                record.updated_at_ms,
+                record.backfill_after,
+                record.id,
+            ),
+        )
+
+    def delete_segment(self, segment_id: int) -> None:
+        for table, column in (
+            ("segment_members", "segment_id"),
+            ("segment_changes", "segment_id"),
+            ("segments", "id"),
+        ):
+            self._connection.execute(f"DELETE FROM {table} WHERE {column} = ?", (segment_id,))
+
+    def preparing_segment(self) -> SegmentRecord | None:
+        # SKIP LOCKED (PostgreSQL): backfills in several processes take different segments.
+        suffix = self._locking.lock_rows_suffix
+        row = self._connection.execute(
+            f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE status = 'preparing' ORDER BY id"
+            " LIMIT 1" + (suffix + " SKIP LOCKED" if suffix else ""),
+        ).fetchone()
+        return _segment(row) if row else None
+
+    def profiles_after(self, account_id: int, after: int, limit: int) -> dict[int, ProfileState]:
+        rows = self._connection.execute(
+            "SELECT id, state FROM profiles WHERE account_id = ? AND id > ? ORDER BY id LIMIT ?"
+            + self._locking.lock_rows_suffix,
+            (account_id, after, limit),
+        ).fetchall()
+        return {pid: _state_decoder.decode(state) for pid, state in rows}
+
+    def lock_profiles(self, profile_ids: Sequence[int]) -> dict[int, tuple[int, ProfileState]]:
+        rows = select_in(
+            self._connection,
+            "SELECT id, account_id, state FROM profiles WHERE id IN ({}) ORDER BY id"
+            + self._locking.lock_rows_suffix,
+            (),
+            sorted(profile_ids),
+        )
+        return {pid: (account, _state_decoder.decode(state)) for pid, account, state in rows}
+
+    def events_of(self, profile_ids: Sequence[int]) -> dict[int, list[tuple[FoldInput, int]]]:
+        rows = select_in(
+            self._connection,
+            "SELECT profile_id, occurred_at, body FROM events WHERE profile_id IN ({})",
+            (),
+            sorted(profile_ids),
+        )
+        found: dict[int, list[tuple[FoldInput, int]]] = {pid: [] for pid in profile_ids}
+        for pid, at, body in rows:
+            found[pid].append((_fold_input.decode(body), at))
+        return found
+
+    def leaves(self, profile_ids: Sequence[int]) -> dict[int, PersonLeaves]:
+        rows = select_in(
+            self._connection,
+            "SELECT profile_id, leaves FROM segment_people WHERE profile_id IN ({})",
+            (),
+            sorted(profile_ids),
+        )
+        return {pid: _leaves_decoder.decode(leaves) for pid, leaves in rows}
+
+    def memberships(self, profile_ids: Sequence[int]) -> dict[int, dict[int, int]]:
+        rows = select_in(
+            self._connection,
+            "SELECT profile_id, segment_id, since FROM segment_members WHERE profile_id IN ({})",
+            (),
+            sorted(profile_ids),
+        )
+        found: dict[int, dict[int, int]] = {}
+        for pid, segment_id, since in rows:
+            found.setdefault(pid, {})[segment_id] = since
+        return found
+
+    def due_people(self, now_ms: int, limit: int) -> list[int]:
+        rows = self._connection.execute(
+            "SELECT profile_id FROM segment_people WHERE next_change_at <= ?"
+            " ORDER BY next_change_at LIMIT ?",
+            (now_ms, limit),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def save(
+        self,
+        verdicts: Sequence[PersonVerdict],
+        forget: Sequence[int],
+        changes: Sequence[MembershipChange],
+    ) -> None:
+        connection = self._connection
+        if forget:
+            select_in(
+                connection,
+                "DELETE FROM segment_people WHERE profile_id IN ({}) RETURNING profile_id",
+                (),
+                sorted(forget),
+            )
+        execute_values(
+            connection,
+            "INSERT INTO segment_people (profile_id, account_id, leaves, next_change_at)"
+            " VALUES {} ON CONFLICT (profile_id) DO UPDATE SET leaves = excluded.leaves,"
+            " next_change_at = excluded.next_change_at",
+            [
+                (v.profile_id, v.account_id, _leaves_encoder.encode(v.leaves), v.next_change_ms)
+                for v in sorted(verdicts, key=lambda v: v.profile_id)
+            ],
+        )
+        entered = [c for c in changes if c.change == "entered"]
+        for change in changes:
+            if change.change == "exited":
+                connection.execute(
+                    "DELETE FROM segment_members WHERE segment_id = ? AND profile_id = ?",
+                    (change.segment_id, change.profile_id),
+                )
+        execute_values(
+            connection,
+            "INSERT INTO segment_members (segment_id, profile_id, since) VALUES {}"
+            " ON CONFLICT (segment_id, profile_id) DO NOTHING",
+            [(c.segment_id, c.profile_id, c.at_ms) for c in entered],
+        )
+        execute_values(
+            connection,
+            "INSERT INTO segment_changes (account_id, segment_id, profile_id, change, at,"
+            " version) VALUES {}",
+            [
+                (c.account_id, c.segment_id, c.profile_id, c.change, c.at_ms, c.version)
+                for c in changes
+            ],
+        )
+
+
+def sequence_changes(connection: SqlConnection, locking: FoldLocking) -> int:
+    """Gives the committed changes that have none the next feed positions, in the order
+    of their commits (one caller at a time: the counter row is locked)."""
+    row = connection.execute(
+        "SELECT value FROM fold_state WHERE name = ?" + locking.lock_rows_suffix,
+        (_FEED_COUNTER,),
+    ).fetchone()
+    last = int(row[0]) if row else 0
+    rows = connection.execute(
+        "SELECT seq FROM segment_changes WHERE feed_position IS NULL ORDER BY seq LIMIT ?",
+        (_SEQUENCE_AT_ONCE,),
+    ).fetchall()
+    if not rows:
+        return 0
+    execute_values(
+        connection,
+        "WITH numbered (seq, feed_position) AS (VALUES {}) UPDATE segment_changes"
+        " SET feed_position = numbered.feed_position FROM numbered"
+        " WHERE segment_changes.seq = numbered.seq",
+        [(seq, last + index) for index, (seq,) in enumerate(rows, start=1)],
+    )
+    connection.execute(
+        "INSERT INTO fold_state (name, value) VALUES (?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (_FEED_COUNTER, last + len(rows)),
+    )
+    return len(rows)
+
+
+def erase_profile(connection: SqlConnection, profile_id: int, now_ms: int) -> None:
+    """The erased person leaves every segment (recorded as ``exited`` under the profile's
+    own eventfold id, nothing else) and their segment state is dropped."""
+    rows = connection.execute(
+        "SELECT m.segment_id, s.account_id, s.version FROM segment_members m"
+        " JOIN segments s ON s.id = m.segment_id WHERE m.profile_id = ?",
+        (profile_id,),
+    ).fetchall()
+    execute_values(
+        connection,
+        "INSERT INTO segment_changes (account_id, segment_id, profile_id, change, at,"
+        " version) VALUES {}",
+        [(account, sid, profile_id, "exited", now_ms, version) for sid, account, version in rows],
+    )
+    connection.execute("DELETE FROM segment_members WHERE profile_id = ?", (profile_id,))
+    connection.execute("DELETE FROM segment_people WHERE profile_id = ?", (profile_id,))
+
+
+class SqlSegmentStore(SqlBase):
+    """``SegmentStore`` over ``SqlBase``'s connections; ``SqlStorage`` inherits it."""
+
+    def segments_transaction(
+        self, job: Callable[[SegmentRecords], T], now_ms: int | None = None
+    ) -> T:
+        def run(connection: SqlConnection) -> T:
+            self._lock_fold_gate(connection, exclusive=False)
+            return job(self.segment_records(connection, now_ms or current_ms()))
+
+        return self._run_fold(run)
+
+    def segment_records(self, connection: SqlConnection, now_ms: int) -> SqlSegmentRecords:
+        return SqlSegmentRecords(connection, self._fold_locking, now_ms)
+
+    def list_segments(self, account_id: int) -> list[tuple[SegmentRecord, int]]:
+        with self._reading() as connection:
+            rows = connection.execute(
+                f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE account_id = ? ORDER BY key",
+                (account_id,),
+            ).fetchall()
+            counts = dict(
+                connection.execute(
+                    "SELECT m.segment_id, count(*) FROM segment_members m JOIN segments s"
+                    " ON s.id = m.segment_id WHERE s.account_id = ? GROUP BY m.segment_id",
+                    (account_id,),
+                ).fetchall()
+            )
+        return [(_segment(row), int(counts.get(row[0], 0))) for row in rows]
+
+    def segment_members(self, segment_id: int, after: int, limit: int) -> list[Member]:
+        with self._reading() as connection:
+            rows = connection.execute(
+                "SELECT m.profile_id, m.since, p.state FROM segment_members m"
+                " JOIN profiles p ON p.id = m.profile_id"
+                " WHERE m.segment_id = ? AND m.profile_id > ? ORDER BY m.profile_id LIMIT ?",
+                (segment_id, after, limit),
+            ).fetchall()
+        return [Member(pid, since, _state_decoder.decode(state)) for pid, since, state in rows]
+
+    def segment_changes(self, segment_id: int, after: int, limit: int) -> list[FeedEntry]:
+        self._run_fold(lambda connection: sequence_changes(connection, self._fold_locking))
+        with self._reading() as connection:
+            rows = connection.execute(
+                "SELECT feed_position, profile_id, change, at, version FROM segment_changes"
+                " WHERE segment_id = ? AND feed_position > ? ORDER BY feed_position LIMIT ?",
+                (segment_id, after, limit),
+            ).fetchall()
+        return [FeedEntry(*row) for row in rows]
+
+    def profile_segments(self, profile_id: int) -> list[str]:
+        with self._reading() as connection:
+            rows = connection.execute(
+                "SELECT s.key FROM segment_members m JOIN segments s ON s.id = m.segment_id"
+                " WHERE m.profile_id = ? ORDER BY s.key",
+                (profile_id,),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def segment_timer_lag(self, now_ms: int) -> float:
+        with self._reading() as connection:
+            row = connection.execute(
+                "SELECT min(next_change_at) FROM segment_people WHERE next_change_at <= ?",
+                (now_ms,),
+            ).fetchone()
+        return max(0.0, (now_ms - row[0]) / 1000) if row and row[0] is not None else 0.0
+
+    def sequence_segment_changes(self, forget_before_ms: int) -> None:
+        def run(connection: SqlConnection) -> None:
+            sequence_changes(connection, self._fold_locking)
+            connection.execute(
+                "DELETE FROM segment_changes WHERE at < ? AND feed_position IS NOT NULL",
+                (forget_before_ms,),
+            )
+
+        self._run_fold(run)
