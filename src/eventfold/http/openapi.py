@@ -42,10 +42,28 @@ class FoldLoop(msgspec.Struct):
     lastError: str | None
 
 
+class DeliveryLoopHealth(msgspec.Struct):
+    """The webhook delivery loop of this process, where it runs one."""
+
+    running: bool
+    failingForSeconds: float
+    lastError: str | None
+
+
+class Deliveries(msgspec.Struct):
+    """The webhooks' outbox (null when the database cannot tell) and delivery loop."""
+
+    pending: int | None  # messages not delivered yet
+    failed: int | None  # messages whose retries ran out, listed for replay
+    lagSeconds: float | None  # how late the most overdue message is
+    loop: DeliveryLoopHealth | None
+
+
 class Health(msgspec.Struct):
     status: str
     lag: Lag | None
     fold: FoldLoop | None = None
+    deliveries: Deliveries | None = None
 
 
 class Readiness(msgspec.Struct):

@@ -1,5 +1,5 @@
-"""What a process runs in the background: the log's connection and its fold loops (and,
-later, deliveries). ``eventfold serve`` starts it in the HTTP app's lifespan and
+"""What a process runs in the background: the log's connection, its fold loops and its
+webhook delivery loop. ``eventfold serve`` starts it in the HTTP app's lifespan and
 ``eventfold worker`` in the foreground; ``bootstrap`` builds it for both."""
 
 from __future__ import annotations
@@ -35,19 +35,30 @@ class FoldLoopsHealth:
 
 
 class BackgroundWork:
-    def __init__(self, log: EventLog, folds: Sequence[FoldLoop]) -> None:
+    def __init__(
+        self, log: EventLog, folds: Sequence[FoldLoop], deliveries: FoldLoop | None = None
+    ) -> None:
         self._log = log
         self._folds = list(folds)
+        self._deliveries = deliveries
 
     async def start(self) -> None:
         await self._log.connect()
         for fold in self._folds:
             fold.start()
+        if self._deliveries is not None:
+            self._deliveries.start()
 
     async def stop(self) -> None:
+        if self._deliveries is not None:
+            await asyncio.to_thread(self._deliveries.stop)
         for fold in self._folds:
             fold.stop()
         await self._log.disconnect()
+
+    def delivery_health(self) -> FoldHealth | None:
+        """How this process's webhook delivery loop is doing; None when it runs none."""
+        return None if self._deliveries is None else self._deliveries.health
 
     async def run_until_signalled(self) -> None:
         """Starts, runs until SIGINT or SIGTERM, then stops (``eventfold worker``)."""

@@ -52,7 +52,10 @@ def fold_claimed(tx: FoldTransaction, max_events: int, seqs: Sequence[int] | Non
         for pending in events
     ]
     book.settle()
-    tx.save(book, [(seq, book.final_id(profile_id)) for seq, profile_id in joined])
+    folded = [(seq, book.final_id(profile_id)) for seq, profile_id in joined]
+    tx.save(book, folded)
+    # The webhooks' outbox, in the fold's transaction (services/webhook_delivery.py sends).
+    tx.queue_webhooks(events, book, folded)
     return len(events)
 
 

@@ -9,6 +9,7 @@ from typing import NamedTuple, Protocol
 from eventfold.domain.events import AcceptedEvent
 from eventfold.domain.profile import FoldInput, ProfileState
 from eventfold.domain.profile_book import IdentityKey, ProfileBook
+from eventfold.storage.webhook_records import WebhookStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,12 @@ class FoldTransaction(Protocol):
     def save(self, book: ProfileBook, folded: Sequence[tuple[int, int]]) -> None:
         """Stores the book's merges, identifiers and touched profiles, and each folded
         event's final profile, as (seq, profile id)."""
+
+    def queue_webhooks(
+        self, events: Sequence[PendingEvent], book: ProfileBook, folded: Sequence[tuple[int, int]]
+    ) -> None:
+        """Writes the messages of the webhooks the folded events match into the outbox
+        (``storage/sql_webhooks.py``), in this transaction."""
 
 
 FoldStep = Callable[[FoldTransaction], int]
@@ -268,6 +275,6 @@ class ProfileStore(Protocol):
         """The profile each of the account's events was folded into (None: not yet)."""
 
 
-class Storage(KeyStore, EventLog, EventRecords, ProfileStore, Protocol):
+class Storage(KeyStore, EventLog, EventRecords, ProfileStore, WebhookStore, Protocol):
     def close(self) -> None:
         """Finishes queued writes and releases the database."""

@@ -55,6 +55,60 @@ MERGED_PROFILES = """
     )
 """
 
+# Webhooks (docs/webhooks.md): endpoints, the outbox of messages written in the same
+# transaction as the change that caused them, each person's message count per endpoint,
+# and every attempt. The same on both backends.
+WEBHOOKS = """
+    CREATE TABLE webhooks (
+        id TEXT PRIMARY KEY,
+        account_id BIGINT NOT NULL REFERENCES accounts(id),
+        url TEXT NOT NULL,
+        types TEXT NOT NULL,
+        segments TEXT,
+        actions TEXT,
+        status TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        previous_secret TEXT,
+        previous_secret_until BIGINT,
+        disabled_reason TEXT
+    );
+    CREATE INDEX webhooks_by_account ON webhooks(account_id, status);
+    CREATE TABLE webhook_messages (
+        id TEXT PRIMARY KEY,
+        webhook_id TEXT NOT NULL,
+        profile_id BIGINT NOT NULL,
+        person_seq BIGINT NOT NULL,
+        type TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT NOT NULL,
+        lease_until BIGINT NOT NULL DEFAULT 0,
+        delivered_at BIGINT
+    );
+    CREATE INDEX webhook_messages_due ON webhook_messages(next_attempt_at, webhook_id)
+        WHERE state = 'pending';
+    CREATE INDEX webhook_messages_by_person ON webhook_messages(webhook_id, profile_id, person_seq)
+        WHERE state = 'pending';
+    CREATE INDEX webhook_messages_by_endpoint ON webhook_messages(webhook_id, created_at);
+    CREATE TABLE webhook_people (
+        webhook_id TEXT NOT NULL,
+        profile_id BIGINT NOT NULL,
+        last_seq BIGINT NOT NULL,
+        PRIMARY KEY (webhook_id, profile_id)
+    );
+    CREATE TABLE webhook_attempts (
+        message_id TEXT NOT NULL,
+        attempted_at BIGINT NOT NULL,
+        status_code INTEGER,
+        error TEXT,
+        duration_ms INTEGER NOT NULL
+    );
+    CREATE INDEX webhook_attempts_by_message ON webhook_attempts(message_id, attempted_at)
+"""
+
 
 def _long_identifiers_by_digest(rewrite: str) -> Step:
     return (
@@ -147,6 +201,8 @@ SQLITE_MIGRATIONS: tuple[Step, ...] = (
     _long_identifiers_by_digest(SQLITE_REWRITE),
     # 9: see MERGED_PROFILES.
     MERGED_PROFILES,
+    # 10: see WEBHOOKS.
+    WEBHOOKS,
 )
 
 
@@ -238,6 +294,8 @@ POSTGRES_MIGRATIONS: tuple[Step, ...] = (
     ),
     # 7: see MERGED_PROFILES.
     MERGED_PROFILES,
+    # 8: see WEBHOOKS.
+    WEBHOOKS,
 )
 
 

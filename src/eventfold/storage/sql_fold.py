@@ -27,6 +27,7 @@ from eventfold.storage.base import PendingEvent
 from eventfold.storage.identity_keys import indexed_value
 from eventfold.storage.sql import SqlConnection
 from eventfold.storage.sql_profiles import execute_values, load_by_identifier, select_in
+from eventfold.storage.sql_webhooks import queue_matched_events
 
 _fold_input = msgspec.json.Decoder(FoldInput)
 _state_decoder = msgspec.json.Decoder(ProfileState)
@@ -235,6 +236,11 @@ class SqlFoldTransaction:
                 " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 (_LAST_PROFILE_ID, self._last_id),
             )
+
+    def queue_webhooks(
+        self, events: Sequence[PendingEvent], book: ProfileBook, folded: Sequence[tuple[int, int]]
+    ) -> None:
+        queue_matched_events(self._connection, events, book, folded, self._now_ms)
 
     def _file_new_identifiers(self, new: Sequence[tuple[IdentityKey, int]]) -> None:
         """Inserts identifiers no profile had when they were read. Another fold may have

@@ -90,6 +90,9 @@ def erase_person(
     connection.execute("DELETE FROM identities WHERE profile_id = ?", (profile_id,))
     connection.execute("DELETE FROM profiles WHERE id = ?", (profile_id,))
     connection.execute("DELETE FROM merged_profiles WHERE merged_into = ?", (profile_id,))
+    from eventfold.storage.sql_webhooks import forget_person  # it imports this module
+
+    forget_person(connection, profile_id)  # their webhook messages hold the profile
     return {(kind, value), *((row[0], row[1]) for row in rows)}
 
 

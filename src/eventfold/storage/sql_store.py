@@ -25,6 +25,7 @@ from eventfold.storage.base import (
 )
 from eventfold.storage.sql import SqlConnection
 from eventfold.storage.sql_base import EVENT_COLUMNS, Row
+from eventfold.storage.sql_deliveries import SqlWebhooks
 from eventfold.storage.sql_fold import QueueCursor, SqlFoldTransaction
 from eventfold.storage.sql_idempotency import claim_key
 from eventfold.storage.sql_keys import SqlKeys
@@ -33,8 +34,8 @@ __all__ = ["EVENT_COLUMNS", "Row", "SqlStorage"]
 logger = logging.getLogger("eventfold.storage")
 
 
-class SqlStorage(SqlKeys):
-    """Keys, accounts, the event log and profiles, over a group-commit writer."""
+class SqlStorage(SqlKeys, SqlWebhooks):
+    """Keys, accounts, the event log, profiles and webhooks, over a group-commit writer."""
 
     # --- events ---------------------------------------------------------------------
 
