@@ -135,25 +135,40 @@ class DeliveryLoop:
                 options.allow_private, options.concurrency, options.timeout_seconds
             )
         lease_ms = round(options.lease_seconds * 1000)
+        in_flight: set[asyncio.Task[None]] = set()
         try:
             while not self._stop.is_set():
-                webhook, messages = await asyncio.to_thread(
-                    self._store.claim_messages,
-                    webhook_id,
-                    self._clock(),
-                    options.concurrency,
-                    lease_ms,
+                free = options.concurrency - len(in_flight)
+                if free > 0:
+                    webhook, messages = await asyncio.to_thread(
+                        self._store.claim_messages, webhook_id, self._clock(), free, lease_ms
+                    )
+                    if webhook is None or (not messages and not in_flight):
+                        return
+                    for message in messages:
+                        in_flight.add(asyncio.create_task(self._deliver(sender, webhook, message)))
+                # Claim again as soon as an attempt ends, or after a poll period.
+                _, in_flight = await asyncio.wait(
+                    in_flight, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED
                 )
-                if webhook is None or not messages:
-                    return
-                results = await asyncio.gather(
-                    *(self._attempt(sender, webhook, message) for message in messages)
-                )
-                await asyncio.to_thread(self._store.record_attempts, results)
         except Exception as error:
             # The claimed messages' leases run out and they are attempted again.
             self.health.failed(error)
             logger.warning("webhook lane %s failed: %s", webhook_id, describe(error))
+        finally:
+            if in_flight:
+                await asyncio.wait(in_flight)
+
+    async def _deliver(
+        self, sender: EndpointSender, webhook: WebhookRecord, message: OutgoingMessage
+    ) -> None:
+        """One attempt, recorded; a failure to record leaves the lease to run out."""
+        result = await self._attempt(sender, webhook, message)
+        try:
+            await asyncio.to_thread(self._store.record_attempts, [result])
+        except Exception as error:
+            self.health.failed(error)
+            logger.warning("recording a webhook attempt failed: %s", describe(error))
 
     async def _attempt(
         self, sender: EndpointSender, webhook: WebhookRecord, message: OutgoingMessage
