@@ -123,8 +123,19 @@ _PERSON = [
 
 def build_openapi(types: WireTypes) -> dict[str, Any]:
     """The document served at ``/openapi.json``."""
+    from eventfold.http.openapi_webhooks import WEBHOOK_TYPES, webhook_paths  # imports this
+
     _, schemas = msgspec.json.schema_components(
-        [types.batch, ProfileView, ErrorBody, Health, Readiness, Accepted, EventPage],
+        [
+            types.batch,
+            ProfileView,
+            ErrorBody,
+            Health,
+            Readiness,
+            Accepted,
+            EventPage,
+            *WEBHOOK_TYPES,
+        ],
         ref_template=REF,
     )
     # Events and products keep fields the API does not know; one identifier is required.
@@ -278,9 +289,10 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
                     },
                 }
             },
+            **webhook_paths(REF, _error, _BAD, _UNAUTHORIZED),
             "/healthz": {
                 "get": {
-                    "summary": "Liveness and the fold's lag",
+                    "summary": "Liveness, the fold's lag and the webhooks' outbox",
                     "security": [],
                     "responses": _ok("the process is up", "Health"),
                 }
