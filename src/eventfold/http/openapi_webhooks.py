@@ -81,8 +81,8 @@ def webhook_paths(
             },
         },
         "/api/v0/webhooks/{webhook_id}": {
-            "parameters": [_ID],
             "get": {
+                "parameters": [_ID],
                 "summary": "Read one webhook",
                 "responses": {
                     "200": ok("the webhook", "WebhookView"),
@@ -91,6 +91,7 @@ def webhook_paths(
                 },
             },
             "patch": {
+                "parameters": [_ID],
                 "summary": "Change a webhook's URL, filters or status (enabled | disabled)",
                 "requestBody": body("WebhookPatch"),
                 "responses": {
@@ -100,6 +101,7 @@ def webhook_paths(
                 },
             },
             "delete": {
+                "parameters": [_ID],
                 "summary": "Delete a webhook and its messages",
                 "responses": {
                     "204": {"description": "deleted"},
@@ -109,8 +111,8 @@ def webhook_paths(
             },
         },
         "/api/v0/webhooks/{webhook_id}/secret": {
-            "parameters": [_ID],
             "post": {
+                "parameters": [_ID],
                 "summary": "Rotate the signing secret; the old one keeps signing beside it "
                 "for 24 h (two signatures in webhook-signature)",
                 "responses": {
@@ -121,10 +123,10 @@ def webhook_paths(
             },
         },
         "/api/v0/webhooks/{webhook_id}/deliveries": {
-            "parameters": [_ID],
             "get": {
                 "summary": "The webhook's messages, newest first, with every attempt",
                 "parameters": [
+                    _ID,
                     {
                         "name": "cursor",
                         "in": "query",
@@ -153,8 +155,8 @@ def webhook_paths(
             },
         },
         "/api/v0/webhooks/{webhook_id}/replay": {
-            "parameters": [_ID],
             "post": {
+                "parameters": [_ID],
                 "summary": "Queue again every message of the webhook created since a moment "
                 "(the same message ids)",
                 "requestBody": body("ReplayRequest"),
