@@ -57,7 +57,10 @@ MERGED_PROFILES = """
 
 # Webhooks (docs/webhooks.md): endpoints, the outbox of messages written in the same
 # transaction as the change that caused them, each person's message count per endpoint,
-# and every attempt. The same on both backends.
+# and every attempt. The same on both backends. ``head`` marks the one message of each
+# endpoint and person that may be attempted (the oldest not delivered): claims read an
+# index of heads instead of checking each due message for an older one (that check made
+# a claim take 120 ms with 500 messages due on PostgreSQL).
 WEBHOOKS = """
     CREATE TABLE webhooks (
         id TEXT PRIMARY KEY,
@@ -86,10 +89,11 @@ WEBHOOKS = """
         attempts INTEGER NOT NULL DEFAULT 0,
         next_attempt_at BIGINT NOT NULL,
         lease_until BIGINT NOT NULL DEFAULT 0,
-        delivered_at BIGINT
+        delivered_at BIGINT,
+        head BOOLEAN NOT NULL DEFAULT FALSE
     );
-    CREATE INDEX webhook_messages_due ON webhook_messages(next_attempt_at, webhook_id)
-        WHERE state = 'pending';
+    CREATE INDEX webhook_messages_claimable ON webhook_messages(webhook_id, next_attempt_at)
+        WHERE state = 'pending' AND head;
     CREATE INDEX webhook_messages_by_person ON webhook_messages(webhook_id, profile_id, person_seq)
         WHERE state = 'pending';
     CREATE INDEX webhook_messages_by_endpoint ON webhook_messages(webhook_id, created_at);

@@ -6,7 +6,8 @@ Several processes deliver at once: a claim holds a message with a lease
 LOCKED`` (on SQLite claims are writes, one at a time). A process killed mid-flight
 leaves its lease to run out, and the message is attempted again (the same id), so a
 crash may repeat a delivery but never loses one. Per endpoint and person, only the
-oldest message not delivered is ever claimed, so a person's messages arrive in order.
+oldest message not delivered (its ``head``) is ever claimed, so a person's messages
+arrive in order.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from typing import Any
 from eventfold.storage.sql import SqlConnection
 from eventfold.storage.sql_base import SqlBase
 from eventfold.storage.sql_profiles import select_in
-from eventfold.storage.sql_webhooks import WEBHOOK_COLUMNS, webhook_from_row, webhook_row
+from eventfold.storage.sql_webhooks import (
+    WEBHOOK_COLUMNS,
+    person_lock,
+    promote_next,
+    webhook_from_row,
+    webhook_row,
+)
 from eventfold.storage.webhook_records import (
     AttemptRecord,
     AttemptResult,
@@ -27,11 +34,8 @@ from eventfold.storage.webhook_records import (
     WebhookRecord,
 )
 
-_DUE = (
-    "m.state = 'pending' AND m.next_attempt_at <= ? AND m.lease_until <= ?"
-    " AND NOT EXISTS (SELECT 1 FROM webhook_messages e WHERE e.webhook_id = m.webhook_id"
-    " AND e.profile_id = m.profile_id AND e.state = 'pending' AND e.person_seq < m.person_seq)"
-)
+# Due heads nobody holds (``webhook_messages_claimable``).
+_DUE = "m.state = 'pending' AND m.head AND m.next_attempt_at <= ? AND m.lease_until <= ?"
 
 
 class SqlWebhooks(SqlBase):
@@ -141,11 +145,24 @@ class SqlWebhooks(SqlBase):
 
     def replay(self, webhook_id: str, since_ms: int, now_ms: int) -> int:
         def replay(connection: SqlConnection) -> int:
+            connection.execute(
+                "SELECT profile_id FROM webhook_people WHERE webhook_id = ? ORDER BY profile_id"
+                + person_lock(connection),
+                (webhook_id,),
+            ).fetchall()
             cursor = connection.execute(
                 "UPDATE webhook_messages SET state = 'pending', attempts = 0,"
                 " next_attempt_at = ?, lease_until = 0"
                 " WHERE webhook_id = ? AND created_at >= ? AND state <> 'pending'",
                 (now_ms, webhook_id, since_ms),
+            )
+            # Each person's oldest pending message is their head again.
+            connection.execute(
+                "UPDATE webhook_messages SET head = (person_seq = (SELECT min(e.person_seq)"
+                " FROM webhook_messages e WHERE e.webhook_id = webhook_messages.webhook_id"
+                " AND e.profile_id = webhook_messages.profile_id AND e.state = 'pending'))"
+                " WHERE webhook_id = ? AND state = 'pending'",
+                (webhook_id,),
             )
             return int(cursor.rowcount)
 
@@ -154,10 +171,10 @@ class SqlWebhooks(SqlBase):
 
     def endpoints_due(self, now_ms: int) -> list[str]:
         with self._reading() as connection:
+            # Per endpoint, one look into its index of heads (not a scan of everything due).
             rows = connection.execute(
-                "SELECT DISTINCT m.webhook_id FROM webhook_messages m"
-                " JOIN webhooks w ON w.id = m.webhook_id AND w.status = 'enabled'"
-                " WHERE m.state = 'pending' AND m.next_attempt_at <= ? AND m.lease_until <= ?",
+                "SELECT w.id FROM webhooks w WHERE w.status = 'enabled' AND EXISTS"
+                f" (SELECT 1 FROM webhook_messages m WHERE m.webhook_id = w.id AND {_DUE})",
                 (now_ms, now_ms),
             ).fetchall()
         return sorted(row[0] for row in rows)
@@ -177,7 +194,7 @@ class SqlWebhooks(SqlBase):
             rows = connection.execute(
                 "SELECT m.id, m.webhook_id, m.profile_id, m.person_seq, m.body, m.attempts,"
                 f" m.created_at FROM webhook_messages m WHERE m.webhook_id = ? AND {_DUE}"
-                " ORDER BY m.next_attempt_at, m.person_seq LIMIT ?" + suffix,
+                " ORDER BY m.next_attempt_at LIMIT ?" + suffix,
                 (webhook_id, now_ms, now_ms, limit),
             ).fetchall()
             select_in(
@@ -193,36 +210,8 @@ class SqlWebhooks(SqlBase):
 
     def record_attempts(self, results: Sequence[AttemptResult]) -> None:
         def record(connection: SqlConnection) -> None:
-            for result in results:
-                attempt = result.attempt
-                connection.execute(
-                    "INSERT INTO webhook_attempts (message_id, attempted_at, status_code,"
-                    " error, duration_ms) VALUES (?, ?, ?, ?, ?)",
-                    (
-                        result.message_id,
-                        attempt.at_ms,
-                        attempt.status_code,
-                        attempt.error,
-                        attempt.duration_ms,
-                    ),
-                )
-                connection.execute(
-                    "UPDATE webhook_messages SET state = ?, attempts = attempts + 1,"
-                    " next_attempt_at = coalesce(?, next_attempt_at), lease_until = 0,"
-                    " delivered_at = ? WHERE id = ?",
-                    (
-                        result.state,
-                        result.next_attempt_at_ms,
-                        attempt.at_ms if result.state == "delivered" else None,
-                        result.message_id,
-                    ),
-                )
-                if result.disable_endpoint_because is not None:
-                    connection.execute(
-                        "UPDATE webhooks SET status = 'disabled', disabled_reason = ?"
-                        " WHERE id = (SELECT webhook_id FROM webhook_messages WHERE id = ?)",
-                        (result.disable_endpoint_because, result.message_id),
-                    )
+            for result in sorted(results, key=lambda result: result.message_id):
+                _record(connection, result)
 
         if results:
             self._run_fold(record, rows=len(results))
@@ -238,9 +227,52 @@ class SqlWebhooks(SqlBase):
             row: Any = connection.execute(
                 "SELECT min(m.next_attempt_at) FROM webhook_messages m"
                 " JOIN webhooks w ON w.id = m.webhook_id AND w.status = 'enabled'"
-                " WHERE m.state = 'pending' AND m.next_attempt_at <= ?",
+                " WHERE m.state = 'pending' AND m.head AND m.next_attempt_at <= ?",
                 (now_ms,),
             ).fetchone()
         oldest = row[0] if row is not None else None
         lag = max(0.0, (now_ms - oldest) / 1000) if oldest is not None else 0.0
         return DeliveryBacklog(counts.get("pending", 0), counts.get("failed", 0), lag)
+
+
+def _record(connection: SqlConnection, result: AttemptResult) -> None:
+    """One attempt and what it changed; a message deleted meanwhile (its endpoint or
+    person) is left alone."""
+    found = connection.execute(
+        "SELECT webhook_id, profile_id FROM webhook_messages WHERE id = ?", (result.message_id,)
+    ).fetchone()
+    if found is None:
+        return
+    webhook_id, profile_id = found
+    finished = result.state != "pending"
+    if finished:  # the person's next message becomes the head: under the person's lock
+        connection.execute(
+            "SELECT last_seq FROM webhook_people WHERE webhook_id = ? AND profile_id = ?"
+            + person_lock(connection),
+            (webhook_id, profile_id),
+        ).fetchall()
+    attempt = result.attempt
+    connection.execute(
+        "INSERT INTO webhook_attempts (message_id, attempted_at, status_code, error,"
+        " duration_ms) VALUES (?, ?, ?, ?, ?)",
+        (result.message_id, attempt.at_ms, attempt.status_code, attempt.error, attempt.duration_ms),
+    )
+    connection.execute(
+        "UPDATE webhook_messages SET state = ?, attempts = attempts + 1,"
+        " next_attempt_at = coalesce(?, next_attempt_at), lease_until = 0, delivered_at = ?,"
+        " head = ? WHERE id = ?",
+        (
+            result.state,
+            result.next_attempt_at_ms,
+            attempt.at_ms if result.state == "delivered" else None,
+            not finished,
+            result.message_id,
+        ),
+    )
+    if finished:
+        promote_next(connection, webhook_id, profile_id)
+    if result.disable_endpoint_because is not None:
+        connection.execute(
+            "UPDATE webhooks SET status = 'disabled', disabled_reason = ? WHERE id = ?",
+            (result.disable_endpoint_because, webhook_id),
+        )

@@ -188,23 +188,54 @@ def record_segment_change(
     return len(wanted)
 
 
+def person_lock(connection: SqlConnection) -> str:
+    """The suffix that locks the person rows read (``webhook_people``) until the
+    transaction ends: PostgreSQL's ``FOR UPDATE``; nothing on SQLite (one writer)."""
+    return " FOR UPDATE" if getattr(connection, "takes_arrays", False) else ""
+
+
 def queue_messages(
     connection: SqlConnection, messages: Sequence[QueuedMessage], now_ms: int
 ) -> None:
     """Inserts messages due now, numbering each person's messages per endpoint in the
-    order given; a message id already queued is skipped (a change recorded twice)."""
+    order given; a message id already queued is skipped (a change recorded twice).
+
+    The first message of a person with nothing pending at the endpoint is its head (the
+    one that may be attempted). The person's row is locked first, and a delivery that
+    finishes the person's head locks it too before it promotes the next message, so the
+    two never miss each other's messages."""
+    known = {
+        row[0]
+        for row in select_in(
+            connection,
+            "SELECT id FROM webhook_messages WHERE id IN ({})",
+            (),
+            sorted({m.id for m in messages}),
+        )
+    }
+    messages = [m for m in dict((m.id, m) for m in messages).values() if m.id not in known]
     if not messages:
         return
     last_seq: dict[tuple[str, int], int] = {}
+    busy: set[tuple[str, int]] = set()  # people with a pending message at the endpoint
     for webhook_id in sorted({message.webhook_id for message in messages}):
+        people = sorted({m.profile_id for m in messages if m.webhook_id == webhook_id})
         rows = select_in(
             connection,
             "SELECT profile_id, last_seq FROM webhook_people WHERE webhook_id = ?"
-            " AND profile_id IN ({})",
+            " AND profile_id IN ({}) ORDER BY profile_id" + person_lock(connection),
             (webhook_id,),
-            sorted({m.profile_id for m in messages if m.webhook_id == webhook_id}),
+            people,
         )
         last_seq.update(((webhook_id, profile_id), seq) for profile_id, seq in rows)
+        pending = select_in(
+            connection,
+            "SELECT DISTINCT profile_id FROM webhook_messages WHERE webhook_id = ?"
+            " AND state = 'pending' AND profile_id IN ({})",
+            (webhook_id,),
+            people,
+        )
+        busy.update((webhook_id, row[0]) for row in pending)
     rows = []
     for message in messages:
         person = (message.webhook_id, message.profile_id)
@@ -219,12 +250,14 @@ def queue_messages(
                 message_body(message.type, message.at_ms, last_seq[person], message.data),
                 now_ms,
                 now_ms,
+                person not in busy,
             )
         )
+        busy.add(person)
     execute_values(
         connection,
         "INSERT INTO webhook_messages (id, webhook_id, profile_id, person_seq, type, body,"
-        " created_at, next_attempt_at) VALUES {} ON CONFLICT (id) DO NOTHING",
+        " created_at, next_attempt_at, head) VALUES {}",
         rows,
     )
     execute_values(
@@ -232,6 +265,17 @@ def queue_messages(
         "INSERT INTO webhook_people (webhook_id, profile_id, last_seq) VALUES {}"
         " ON CONFLICT (webhook_id, profile_id) DO UPDATE SET last_seq = excluded.last_seq",
         [(webhook_id, profile_id, seq) for (webhook_id, profile_id), seq in last_seq.items()],
+    )
+
+
+def promote_next(connection: SqlConnection, webhook_id: str, profile_id: int) -> None:
+    """Makes the person's oldest pending message to the endpoint its head (after the
+    head was delivered or failed; the caller holds the person's lock)."""
+    connection.execute(
+        "UPDATE webhook_messages SET head = ? WHERE id = (SELECT id FROM webhook_messages"
+        " WHERE webhook_id = ? AND profile_id = ? AND state = 'pending'"
+        " ORDER BY person_seq LIMIT 1)",
+        (True, webhook_id, profile_id),
     )
 
 
