@@ -4,6 +4,7 @@ ceilings of the same machine, and what users feel: the sustainable rate (freshne
 
     python -m bench                      # the full run (about 25 minutes)
     python -m bench --only sustainable,fold   # the user-facing parts alone
+    python -m bench --only webhooks      # webhook deliveries/s and latency (also bench.webhooks)
     python -m bench --quick              # a smoke run: checks that the benchmark works
 """
 
@@ -23,8 +24,10 @@ from bench.batches import batch_body
 from bench.ceilings import http_ceiling, postgres_storage_ceiling, sqlite_storage_ceiling
 from bench.runner import FULL, QUICK, Plan, run_nats, run_postgres, run_sqlite
 from bench.user_facing import FULL_USERS, QUICK_USERS, run_fold, run_sustainable, tables
+from bench.webhooks import run_webhooks
+from bench.webhooks import table as webhook_table
 
-PARTS = ("throughput", "sustainable", "fold")
+PARTS = ("throughput", "sustainable", "fold", "webhooks")
 
 
 def main() -> None:
@@ -74,6 +77,10 @@ def main() -> None:
         before = os.getloadavg()[0]
         results["fold"] = run_fold(users, args.postgres)
         results["load_average"]["fold"] = [before, os.getloadavg()[0]]
+    if "webhooks" in args.only:
+        before = os.getloadavg()[0]
+        results["webhooks"] = run_webhooks(args.quick, args.postgres)
+        results["load_average"]["webhooks"] = [before, os.getloadavg()[0]]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2))
     print(_table(results))
@@ -150,6 +157,8 @@ _SERVER_MODES = {
 def _table(results: dict[str, Any]) -> str:
     lines = _throughput_table(results) if "sqlite" in results else []
     lines += tables(results)
+    if "webhooks" in results:
+        lines += webhook_table(results["webhooks"])
     loads = ", ".join(
         f"{part} {before:.1f} -> {after:.1f}"
         for part, (before, after) in results["load_average"].items()

@@ -38,5 +38,10 @@ def test_benchmark_quick_run_writes_figures(tmp_path: Path) -> None:
     for mode in ("sqlite", "nats"):  # an eventfold worker folded a backlog
         assert figures["fold"][mode][0]["fold_events_per_second"] > 0
         assert figures["fold"][mode][0]["workers_cpu_us_per_event"] > 0
+    for backend in ("sqlite", "postgres"):  # webhooks delivered to a local receiver
+        webhooks = figures["webhooks"][backend]
+        assert webhooks["deliveries"]["deliveries_per_second"] > 0
+        assert webhooks["latency_alone"]["p99_ms"] > 0
+        assert webhooks["latency_beside_dead_endpoint"]["dead_endpoint_requests"] > 0
     assert chart.read_bytes().startswith(b"\x89PNG")
     assert "eventfold (SQLite) / lower ceiling" in result.stdout

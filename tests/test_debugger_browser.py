@@ -13,6 +13,7 @@ import httpx2
 import pytest
 
 from tests.conftest import auth
+from tests.receivers import Answer, receiving
 from tests.servers import Served, served
 
 CHROMIUM = "/usr/bin/chromium"
@@ -111,6 +112,40 @@ def test_debugger_shows_live_events_and_looks_up_profiles(chromium: str, server:
         page.screenshot(path=str(ARTIFACTS / "debugger.png"), full_page=True)
         browser.close()
     assert server.secret not in "".join(server.output)
+
+
+@pytest.mark.slow
+def test_debugger_shows_webhook_deliveries_with_their_attempts(
+    chromium: str, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    env = {"EVENTFOLD_WEBHOOKS_ALLOW_PRIVATE": "true", "EVENTFOLD_WEBHOOK_RETRY_SECONDS": "0,0.5"}
+    with (
+        receiving(lambda index, request: Answer(500 if index == 0 else 200)) as receiver,
+        served(tmp_path, env) as server,
+        httpx2.Client(base_url=server.url, headers=auth(server.secret)) as api,
+        sync_playwright() as playwright,
+    ):
+        webhook = {"url": receiver.url, "types": ["event.matched"]}
+        assert api.post("/api/v0/webhooks", content=json.dumps(webhook)).status_code == 201
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{server.url}/debugger")
+        page.fill("#key", server.secret)
+        page.click("#connect")
+        expect(page.locator("#deliveries")).to_contain_text("No messages yet", timeout=10_000)
+        batch = {"events": [{"action": "purchase", "email": "hook@debug.example"}]}
+        assert api.post("/api/v0/events", content=json.dumps(batch)).status_code == 202
+        [request] = receiver.wait_for(2)[1:]
+        row = page.locator("tr.delivery")
+        expect(row).to_have_count(1, timeout=10_000)
+        expect(row).to_contain_text("delivered", timeout=10_000)
+        expect(row).to_contain_text(request.headers["webhook-id"])
+        expect(row).to_contain_text(" 500 (")
+        expect(row).to_contain_text(" 200 (")
+        assert server.secret not in page.content()
+        browser.close()
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from eventfold.domain.events import WireTypes
 from eventfold.domain.validation import BatchValidator
+from eventfold.domain.webhook_retries import parse_schedule
 from eventfold.observability import metrics
 from eventfold.services.auth import Authenticator
 from eventfold.services.background import BackgroundWork
@@ -15,6 +16,8 @@ from eventfold.services.ingest import IngestService
 from eventfold.services.profiles import ProfileService
 from eventfold.services.segment_loops import SegmentLoops
 from eventfold.services.segments import SegmentService
+from eventfold.services.webhook_delivery import DeliveryLoop, DeliveryOptions
+from eventfold.services.webhooks import WebhookService
 from eventfold.settings import Settings
 from eventfold.storage import open_log, open_storage
 from eventfold.storage.base import EventLog, Storage
@@ -32,6 +35,7 @@ class Services:
     fold_lag: FoldLagGauge
     # The log's connection and the fold loops this process runs beside the API.
     background: BackgroundWork
+    webhooks: WebhookService
     wire_types: WireTypes  # the request types, for the OpenAPI document
     rejections: RejectionRing
     debug_feed: DebugFeed
@@ -40,8 +44,14 @@ class Services:
 
 def build_worker(settings: Settings, storage: Storage) -> BackgroundWork:
     """What ``eventfold worker`` runs: fold loops, from the database or the log (each
-    log fold loop connects to the log itself), and the segments' loops."""
-    return BackgroundWork(storage, fold_loops(settings, storage), segment_loops(settings, storage))
+    log fold loop connects to the log itself), the segments' loops and webhook
+    deliveries."""
+    return BackgroundWork(
+        storage,
+        fold_loops(settings, storage),
+        segment_loops(settings, storage),
+        delivery_loop(settings, storage),
+    )
 
 
 def segment_loops(settings: Settings, storage: Storage) -> SegmentLoops:
@@ -49,6 +59,19 @@ def segment_loops(settings: Settings, storage: Storage) -> SegmentLoops:
         storage,
         settings.segment_timer_seconds,
         int(settings.segment_change_retention_days * 86_400_000),
+    )
+
+
+def delivery_loop(settings: Settings, storage: Storage) -> DeliveryLoop:
+    return DeliveryLoop(
+        storage,
+        DeliveryOptions(
+            schedule=parse_schedule(settings.webhook_retry_seconds),
+            allow_private=settings.webhooks_allow_private,
+            concurrency=settings.webhook_concurrency,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            lease_seconds=settings.webhook_lease_seconds,
+        ),
     )
 
 
@@ -76,8 +99,12 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
         profiles=ProfileService(storage, log, storage),
         fold_lag=fold_lag,
         background=BackgroundWork(
-            log, fold_loops(settings, storage) if settings.fold_in_server else [], loops
+            log,
+            fold_loops(settings, storage) if settings.fold_in_server else [],
+            loops,
+            delivery_loop(settings, storage) if settings.deliver_in_server else None,
         ),
+        webhooks=WebhookService(storage, settings.webhooks_allow_private),
         wire_types=validator.types,
         rejections=rejections,
         debug_feed=DebugFeed(storage, rejections),

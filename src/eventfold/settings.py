@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from eventfold.domain.limits import EVENTS_PER_BATCH_CEILING, Limits
+from eventfold.domain.webhook_retries import parse_schedule
 from eventfold.errors import ConfigurationError
 
 ENV_PREFIX = "EVENTFOLD_"
@@ -89,6 +90,23 @@ class Settings:
     # How long JetStream recognises a repeated batch by its id (Idempotency-Key or request).
     nats_duplicate_window_seconds: float = 600.0
 
+    # --- webhooks (docs/webhooks.md) ---
+    # Whether webhook URLs may point at private, loopback or link-local addresses (tests,
+    # receivers on the same network); checked when a URL is saved and at every connection.
+    webhooks_allow_private: bool = False
+    # The delays before each attempt, comma-separated seconds; empty: the Standard
+    # Webhooks schedule (at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h).
+    webhook_retry_seconds: str = ""
+    # How long one attempt may take in all before it counts as failed (and is retried).
+    webhook_timeout_seconds: float = 10.0
+    # Attempts in flight at once per endpoint and process.
+    webhook_concurrency: int = 4
+    # How long a process holds the messages it attempts; past it (a crash) another
+    # process attempts them again. Longer than webhook_timeout_seconds.
+    webhook_lease_seconds: float = 60.0
+    # Whether `eventfold serve` delivers webhooks itself (`eventfold worker` always does).
+    deliver_in_server: bool = True
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Defaults overridden by ``EVENTFOLD_<NAME>`` variables (names upper-cased)."""
@@ -115,6 +133,15 @@ class Settings:
             )
         if self.log_url:
             parse_log_url(self.log_url)
+        try:
+            parse_schedule(self.webhook_retry_seconds)
+        except ValueError as error:
+            raise ConfigurationError(f"{ENV_PREFIX}WEBHOOK_RETRY_SECONDS: {error}") from None
+        if self.webhook_lease_seconds <= self.webhook_timeout_seconds:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}WEBHOOK_LEASE_SECONDS must be longer than "
+                f"{ENV_PREFIX}WEBHOOK_TIMEOUT_SECONDS, or attempts in flight would overlap"
+            )
         if self.log_format not in ("json", "text"):
             raise ConfigurationError(
                 f"{ENV_PREFIX}LOG_FORMAT={self.log_format!r}: use 'json' or 'text'"

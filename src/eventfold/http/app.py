@@ -23,6 +23,13 @@ from eventfold.http.middleware import RequestLogMiddleware
 from eventfold.http.openapi import build_openapi
 from eventfold.http.profiles import delete_profile, get_profile, get_profile_by_id
 from eventfold.http.responses import json_response
+from eventfold.http.webhooks import (
+    WebhookEndpoint,
+    WebhooksEndpoint,
+    list_deliveries,
+    replay,
+    rotate_secret,
+)
 from eventfold.observability.logs import configure_logging
 from eventfold.settings import Settings
 
@@ -70,6 +77,11 @@ def create_app(services: Services, close_storage_on_shutdown: bool = False) -> S
             Route("/api/v0/segments/{key}", SegmentEndpoint),
             Route("/api/v0/segments/{key}/members", segments.segment_members, methods=["GET"]),
             Route("/api/v0/segments/{key}/changes", segments.segment_changes, methods=["GET"]),
+            Route("/api/v0/webhooks", WebhooksEndpoint),
+            Route("/api/v0/webhooks/{webhook_id}", WebhookEndpoint),
+            Route("/api/v0/webhooks/{webhook_id}/secret", rotate_secret, methods=["POST"]),
+            Route("/api/v0/webhooks/{webhook_id}/deliveries", list_deliveries, methods=["GET"]),
+            Route("/api/v0/webhooks/{webhook_id}/replay", replay, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", prometheus_metrics, methods=["GET"]),

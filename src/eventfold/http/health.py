@@ -7,8 +7,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from eventfold.bootstrap import Services
+from eventfold.clock import now_ms
 from eventfold.errors import RetryLater
-from eventfold.http.openapi import FoldLoop, Health, Lag, Readiness, SegmentLoopsView
+from eventfold.http.openapi import (
+    Deliveries,
+    DeliveryLoopHealth,
+    FoldLoop,
+    Health,
+    Lag,
+    Readiness,
+    SegmentLoopsView,
+)
 from eventfold.http.responses import json_response
 from eventfold.observability import metrics
 from eventfold.storage.base import FoldLag
@@ -39,16 +48,31 @@ def _lag(lag: FoldLag) -> Lag:
     return Lag(lag.events, round(lag.seconds, 3), lag.quarantined)
 
 
+async def _deliveries(services: Services) -> Deliveries:
+    """The webhooks' outbox (null counts when the database cannot tell them) and this
+    process's delivery loop (null when it runs none)."""
+    health = services.background.delivery_health()
+    loop = None
+    if health is not None:
+        loop = DeliveryLoopHealth(health.running, round(health.failing_for(), 3), health.last_error)
+    try:
+        backlog = await run_in_threadpool(services.storage.delivery_backlog, now_ms())
+    except RetryLater:
+        return Deliveries(None, None, None, loop)
+    return Deliveries(backlog.pending, backlog.failed, round(backlog.lag_seconds, 3), loop)
+
+
 async def healthz(request: Request) -> Response:
     """200 while the process runs; the lag is null when the database cannot tell it."""
     services: Services = request.app.state.services
     fold = _fold_loop(services)
     segments = await run_in_threadpool(_segments, services)
+    deliveries = await _deliveries(services)
     try:
         lag = await services.fold_lag.current()
     except RetryLater:
-        return json_response(Health("ok", None, fold, segments))
-    return json_response(Health("ok", _lag(lag), fold, segments))
+        return json_response(Health("ok", None, fold, segments, deliveries))
+    return json_response(Health("ok", _lag(lag), fold, segments, deliveries))
 
 
 async def readyz(request: Request) -> Response:
@@ -96,9 +120,11 @@ async def readyz(request: Request) -> Response:
 async def prometheus_metrics(request: Request) -> Response:
     services: Services = request.app.state.services
     segments = await run_in_threadpool(_segments, services)
+    backlog = await run_in_threadpool(services.storage.delivery_backlog, now_ms())
     body, content_type = metrics.exposition(
         await services.fold_lag.current(),
         services.settings.metrics_dir,
         segments.timerLagSeconds if segments is not None else None,
+        backlog,
     )
     return Response(body, media_type=content_type)

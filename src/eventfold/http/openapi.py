@@ -53,11 +53,29 @@ class SegmentLoopsView(msgspec.Struct):
     timerLagSeconds: float | None
 
 
+class DeliveryLoopHealth(msgspec.Struct):
+    """The webhook delivery loop of this process, where it runs one."""
+
+    running: bool
+    failingForSeconds: float
+    lastError: str | None
+
+
+class Deliveries(msgspec.Struct):
+    """The webhooks' outbox (null when the database cannot tell) and delivery loop."""
+
+    pending: int | None  # messages not delivered yet
+    failed: int | None  # messages whose retries ran out, listed for replay
+    lagSeconds: float | None  # how late the most overdue message is
+    loop: DeliveryLoopHealth | None
+
+
 class Health(msgspec.Struct):
     status: str
     lag: Lag | None
     fold: FoldLoop | None = None
     segments: SegmentLoopsView | None = None
+    deliveries: Deliveries | None = None
 
 
 class Readiness(msgspec.Struct):
@@ -117,6 +135,8 @@ _PERSON = [
 
 def build_openapi(types: WireTypes) -> dict[str, Any]:
     """The document served at ``/openapi.json``."""
+    from eventfold.http.openapi_webhooks import WEBHOOK_TYPES, webhook_paths  # imports this
+
     _, schemas = msgspec.json.schema_components(
         [
             types.batch,
@@ -127,6 +147,7 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
             Accepted,
             EventPage,
             *SEGMENT_TYPES,
+            *WEBHOOK_TYPES,
         ],
         ref_template=REF,
     )
@@ -283,9 +304,10 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
                     },
                 }
             },
+            **webhook_paths(REF, _error, _BAD, _UNAUTHORIZED),
             "/healthz": {
                 "get": {
-                    "summary": "Liveness and the fold's lag",
+                    "summary": "Liveness, the fold's lag and the webhooks' outbox",
                     "security": [],
                     "responses": _ok("the process is up", "Health"),
                 }

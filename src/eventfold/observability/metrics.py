@@ -18,6 +18,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
 
 from eventfold.storage.base import FoldLag
+from eventfold.storage.webhook_records import DeliveryBacklog
 
 REQUESTS = Counter(
     "eventfold_http_requests",
@@ -56,6 +57,22 @@ COMMIT_SECONDS = Histogram(
 FOLD_QUARANTINED = Counter(
     "eventfold_fold_quarantined", "Events the fold set aside because they could not be folded"
 )
+
+WEBHOOK_ATTEMPTS = Counter(
+    "eventfold_webhook_attempts",
+    "Webhook delivery attempts by outcome (delivered, retry, refused, gone)",
+    ["outcome"],
+)
+WEBHOOK_ATTEMPT_SECONDS = Histogram(
+    "eventfold_webhook_attempt_duration_seconds",
+    "How long one webhook delivery attempt took",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def observe_webhook_attempt(outcome: str, seconds: float) -> None:
+    WEBHOOK_ATTEMPTS.labels(outcome).inc()
+    WEBHOOK_ATTEMPT_SECONDS.observe(seconds)
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
@@ -124,11 +141,40 @@ class SegmentTimerCollector(Collector):
         )
 
 
+class DeliveryBacklogCollector(Collector):
+    """The webhooks' outbox, read from the database when scraped."""
+
+    def __init__(self, backlog: DeliveryBacklog) -> None:
+        self._backlog = backlog
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        backlog = self._backlog
+        yield GaugeMetricFamily(
+            "eventfold_webhook_pending_messages",
+            "Webhook messages not delivered yet (due now or waiting for a retry)",
+            value=backlog.pending,
+        )
+        yield GaugeMetricFamily(
+            "eventfold_webhook_failed_messages",
+            "Webhook messages whose retries ran out (listed for replay)",
+            value=backlog.failed,
+        )
+        yield GaugeMetricFamily(
+            "eventfold_webhook_lag_seconds",
+            "How late the most overdue webhook message is",
+            value=backlog.lag_seconds,
+        )
+
+
 def exposition(
-    lag: FoldLag, multiprocess_dir: str, segment_timer_lag: float | None = None
+    lag: FoldLag,
+    multiprocess_dir: str,
+    segment_timer_lag: float | None = None,
+    deliveries: DeliveryBacklog | None = None,
 ) -> tuple[bytes, str]:
     """The text of ``/metrics`` and its content type: this process's metrics (or, with a
-    multiprocess folder, every server process's), then the fold's lag."""
+    multiprocess folder, every server process's), then the fold's lag and the webhooks'
+    outbox."""
     if multiprocess_dir:
         process_registry = CollectorRegistry()
         MultiProcessCollector(process_registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
@@ -138,4 +184,6 @@ def exposition(
     lag_registry.register(FoldLagCollector(lag))
     if segment_timer_lag is not None:
         lag_registry.register(SegmentTimerCollector(segment_timer_lag))
+    if deliveries is not None:
+        lag_registry.register(DeliveryBacklogCollector(deliveries))
     return generate_latest(process_registry) + generate_latest(lag_registry), CONTENT_TYPE_LATEST

@@ -1,5 +1,5 @@
-"""What a process runs in the background: the log's connection and its fold loops (and,
-later, deliveries). ``eventfold serve`` starts it in the HTTP app's lifespan and
+"""What a process runs in the background: the log's connection, its fold loops and its
+webhook delivery loop. ``eventfold serve`` starts it in the HTTP app's lifespan and
 ``eventfold worker`` in the foreground; ``bootstrap`` builds it for both."""
 
 from __future__ import annotations
@@ -37,12 +37,17 @@ class FoldLoopsHealth:
 
 class BackgroundWork:
     def __init__(
-        self, log: EventLog, folds: Sequence[FoldLoop], segments: SegmentLoops | None = None
+        self,
+        log: EventLog,
+        folds: Sequence[FoldLoop],
+        segments: SegmentLoops | None = None,
+        deliveries: FoldLoop | None = None,
     ) -> None:
         self._log = log
         self._folds = list(folds)
         # The segments' backfill and timer, where this process folds.
         self.segments = segments
+        self._deliveries = deliveries
 
     async def start(self) -> None:
         await self._log.connect()
@@ -50,13 +55,21 @@ class BackgroundWork:
             fold.start()
         if self.segments is not None:
             self.segments.start()
+        if self._deliveries is not None:
+            self._deliveries.start()
 
     async def stop(self) -> None:
+        if self._deliveries is not None:
+            await asyncio.to_thread(self._deliveries.stop)
         if self.segments is not None:
             self.segments.stop()
         for fold in self._folds:
             fold.stop()
         await self._log.disconnect()
+
+    def delivery_health(self) -> FoldHealth | None:
+        """How this process's webhook delivery loop is doing; None when it runs none."""
+        return None if self._deliveries is None else self._deliveries.health
 
     async def run_until_signalled(self) -> None:
         """Starts, runs until SIGINT or SIGTERM, then stops (``eventfold worker``)."""

@@ -16,8 +16,9 @@ from typing import Any
 
 from eventfold.clock import now_ms
 from eventfold.domain.moments import iso_from_ms
+from eventfold.domain.views import public_profile_id
 from eventfold.errors import EventfoldError, InvalidRequest
-from eventfold.services.profiles import event_view, public_profile_id
+from eventfold.services.profiles import event_view
 from eventfold.storage.base import EventQuery, Principal, ProfileStore
 
 MAX_REJECTIONS_KEPT = 1_000

@@ -66,6 +66,8 @@ def fold_events(tx: FoldTransaction, events: Sequence[PendingEvent]) -> int:
     folded = [(pending, book.final_id(profile_id)) for pending, profile_id in joined]
     tx.save(book, folded)
     fold_segments(tx, book, [(profile_id, pending) for pending, profile_id in folded])
+    # The webhooks' outbox, in the fold's transaction (services/webhook_delivery.py sends).
+    tx.queue_webhooks(book, folded)
     return len(events)
 
 

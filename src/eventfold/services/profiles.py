@@ -10,8 +10,9 @@ from typing import Any
 
 import msgspec
 
-from eventfold.domain.moments import iso_from_ms, to_epoch_ms
+from eventfold.domain.moments import to_epoch_ms
 from eventfold.domain.profile import ProfileState, ProfileView, profile_view
+from eventfold.domain.views import PROFILE_ID_PREFIX, public_profile_id, stored_event_view
 from eventfold.errors import InvalidRequest, MergedAway, NotFound
 from eventfold.services.fold import fold_everything
 from eventfold.storage.base import (
@@ -25,8 +26,6 @@ from eventfold.storage.segment_contract import SegmentStore
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1_000
-PROFILE_ID_PREFIX = "prof_"
-_document = msgspec.json.Decoder(dict[str, Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,18 +115,9 @@ class ProfileService:
         return {"events": [event_view(e) for e in events[:limit]], "nextCursor": next_cursor}
 
 
-def public_profile_id(profile_id: int) -> str:
-    return f"{PROFILE_ID_PREFIX}{profile_id}"
-
-
 def event_view(event: StoredEvent) -> dict[str, Any]:
     """A stored event as the API returns it: its fields, when it arrived, its profile."""
-    view = _document.decode(event.document)
-    view["receivedAt"] = iso_from_ms(event.received_at_ms)
-    view["foldedIntoProfile"] = (
-        public_profile_id(event.profile_id) if event.profile_id is not None else None
-    )
-    return view
+    return stored_event_view(event.document, event.received_at_ms, event.profile_id)
 
 
 def _parse_limit(raw: str | None) -> int:

@@ -25,8 +25,8 @@ from eventfold.domain.segments.language import (
     parse_condition,
     segment_references,
 )
+from eventfold.domain.views import public_profile_id
 from eventfold.errors import Conflict, FieldError, InvalidRequest, NotFound
-from eventfold.services.profiles import public_profile_id
 from eventfold.storage.base import Principal
 from eventfold.storage.segment_contract import SegmentRecord, SegmentRecords, SegmentStore
 

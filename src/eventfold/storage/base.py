@@ -10,6 +10,7 @@ from eventfold.domain.events import AcceptedEvent
 from eventfold.domain.profile import FoldInput, ProfileState
 from eventfold.domain.profile_book import IdentityKey, ProfileBook
 from eventfold.storage.segment_contract import SegmentRecords, SegmentStore
+from eventfold.storage.webhook_records import WebhookStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,11 @@ class FoldTransaction(Protocol):
 
     def segment_records(self) -> SegmentRecords:
         """The segments' records in this transaction (``services/segments_fold.py``)."""
+
+    def queue_webhooks(self, book: ProfileBook, folded: Sequence[tuple[PendingEvent, int]]) -> None:
+        """Writes the messages of the webhooks the folded events (with the profile each
+        joined) match into the outbox
+        (``storage/sql_webhooks.py``), in this transaction."""
 
 
 FoldStep = Callable[[FoldTransaction], int]
@@ -285,6 +291,6 @@ class ProfileStore(Protocol):
         """The profile each of the account's events was folded into (None: not yet)."""
 
 
-class Storage(KeyStore, EventLog, EventRecords, ProfileStore, SegmentStore, Protocol):
+class Storage(KeyStore, EventLog, EventRecords, ProfileStore, SegmentStore, WebhookStore, Protocol):
     def close(self) -> None:
         """Finishes queued writes and releases the database."""

@@ -33,6 +33,7 @@ from eventfold.storage.segment_contract import SegmentRecords
 from eventfold.storage.sql import SqlConnection
 from eventfold.storage.sql_log import first_holding
 from eventfold.storage.sql_profiles import execute_values, load_by_identifier, select_in
+from eventfold.storage.sql_webhooks import queue_matched_events
 
 _fold_input = msgspec.json.Decoder(FoldInput)
 _state_decoder = msgspec.json.Decoder(ProfileState)
@@ -262,6 +263,9 @@ class SqlFoldTransaction:
         from eventfold.storage.sql_segments import SqlSegmentRecords
 
         return SqlSegmentRecords(self._connection, self._locking, self._now_ms)
+
+    def queue_webhooks(self, book: ProfileBook, folded: Sequence[tuple[PendingEvent, int]]) -> None:
+        queue_matched_events(self._connection, book, folded, self._now_ms)
 
     def _file_new_identifiers(self, new: Sequence[tuple[IdentityKey, int]]) -> None:
         """Inserts identifiers no profile had when they were read. Another fold may have

@@ -46,6 +46,9 @@ def erase_person(
     from eventfold.storage.sql_segments import erase_profile
 
     erase_profile(connection, profile_id, now_ms())
+    from eventfold.storage.sql_webhooks import forget_person  # it imports this module
+
+    forget_person(connection, profile_id)  # their webhook messages hold the profile
     return {(kind, value), *((row[0], row[1]) for row in rows)}
 
 

@@ -27,6 +27,7 @@ from eventfold.storage.base import (
 from eventfold.storage.batch_records import decode_events, encode_events
 from eventfold.storage.sql import SqlConnection
 from eventfold.storage.sql_base import EVENT_COLUMNS, Row
+from eventfold.storage.sql_deliveries import SqlWebhooks
 from eventfold.storage.sql_fold import QueueCursor, SqlFoldTransaction, pending_events
 from eventfold.storage.sql_idempotency import claim_key
 from eventfold.storage.sql_keys import SqlKeys
@@ -36,8 +37,9 @@ __all__ = ["EVENT_COLUMNS", "Row", "SqlStorage"]
 logger = logging.getLogger("eventfold.storage")
 
 
-class SqlStorage(SqlSegmentStore, SqlKeys):
-    """Keys, accounts, the event log, profiles and segments, over a group-commit writer."""
+class SqlStorage(SqlSegmentStore, SqlKeys, SqlWebhooks):
+    """Keys, accounts, the event log, profiles, segments and webhooks, over a group-commit
+    writer."""
 
     # --- events ---------------------------------------------------------------------
 
