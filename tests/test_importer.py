@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx2
 import pytest
 from bench.batches import realistic_event
-from bench.processes import read_all_events
+from bench.processes import read_all_events, wait_for_fold
 
 from tests.conftest import auth
 from tests.servers import Served, served
@@ -33,6 +33,8 @@ def server(tmp_path: Path) -> Iterator[Served]:
 
 
 def stored(server: Served) -> int:
+    """The events listed once the fold has made their rows."""
+    wait_for_fold(server.url)
     return len(read_all_events(server.url, server.secret))
 
 

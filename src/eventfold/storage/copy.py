@@ -1,6 +1,6 @@
 """Moving a database to another backend (SQLite to PostgreSQL, typically) as it is:
-accounts, keys, events with their positions, the log of batches not folded yet, profiles,
-identifiers, idempotency keys."""
+every table: accounts, keys, events with their positions, the log of batches not folded
+yet, the quarantine, profiles, identifiers, idempotency keys, segments and webhooks."""
 
 from __future__ import annotations
 
@@ -11,37 +11,33 @@ from eventfold.errors import ConfigurationError
 from eventfold.settings import Settings, parse_database_url
 from eventfold.storage import open_storage
 from eventfold.storage.sql import SqlConnection
-from eventfold.storage.sql_store import EVENT_COLUMNS
 
-# In an order that satisfies the foreign keys; every column of every table.
-TABLES: dict[str, tuple[str, ...]] = {
-    "accounts": ("id", "name", "created_at"),
-    "api_keys": (
-        "id",
-        "account_id",
-        "secret_hash",
-        "created_at",
-        "last_used_at",
-        "revoked_at",
-        "rate_limit",
-    ),
-    "events": ("seq", *EVENT_COLUMNS, "profile_id"),
-    "profiles": ("id", "account_id", "state", "updated_at"),
-    "identities": ("account_id", "kind", "value", "profile_id"),
-    "fold_state": ("name", "value"),
-    "quarantined_events": (
-        "seq",
-        "account_id",
-        "received_at",
-        "event_count",
-        "body",
-        "error",
-        "quarantined_at",
-    ),
-    "merged_profiles": ("id", "account_id", "merged_into"),
-    "idempotency_keys": ("account_id", "key", "body_hash", "created_at"),
-    "batches": ("seq", "account_id", "received_at", "event_count", "body"),
-}
+# Every table, in an order that satisfies the foreign keys; each is copied with every
+# column the source has (read from the source, so a new column is never left behind).
+TABLES = (
+    "accounts",
+    "api_keys",
+    "events",
+    "profiles",
+    "identities",
+    "fold_state",
+    "quarantined_events",
+    "merged_profiles",
+    "idempotency_keys",
+    "batches",
+    "segments",
+    "segment_people",
+    "segment_members",
+    "segment_changes",
+    "webhooks",
+    "webhook_messages",
+    "webhook_people",
+    "webhook_attempts",
+)
+# Rows the target's own migrations made, which the source's replace.
+_REPLACED = {"fold_state": " ON CONFLICT (name) DO UPDATE SET value = excluded.value"}
+# Columns numbered by the database (PostgreSQL): set past the copied rows afterwards.
+_NUMBERED = (("accounts", "id"), ("events", "seq"), ("segments", "id"), ("segment_changes", "seq"))
 # The highest position a batch or event of the source holds: the target's next batch
 # goes above it.
 _HIGHEST_POSITION = (
@@ -64,12 +60,13 @@ def copy_database(source_url: str, target_url: str) -> dict[str, int]:
             )
         target.execute("BEGIN")
         try:
-            for table, columns in TABLES.items():
-                copied[table] = _copy_table(source, target, table, columns)
+            to_postgres = parse_database_url(target_url).scheme == "postgresql"
+            for table in TABLES:
+                copied[table] = _copy_table(source, target, table, to_postgres)
             highest = target.execute(_HIGHEST_POSITION).fetchone()[0] or 0
             if parse_database_url(target_url).scheme == "postgresql":
                 target.execute("SELECT setval('batch_seqs', ?)", (max(1, highest),))
-                for table, column in (("accounts", "id"), ("events", "seq")):
+                for table, column in _NUMBERED:
                     target.execute(
                         f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
                         f" (SELECT coalesce(max({column}), 0) + 1 FROM {table}), false)"
@@ -95,17 +92,34 @@ def copy_database(source_url: str, target_url: str) -> dict[str, int]:
     return copied
 
 
-def _copy_table(
-    source: SqlConnection, target: SqlConnection, table: str, columns: tuple[str, ...]
-) -> int:
-    names = ", ".join(columns)
-    insert = f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})"
-    rows = source.execute(f"SELECT {names} FROM {table}")
+def _copy_table(source: SqlConnection, target: SqlConnection, table: str, to_postgres: bool) -> int:
+    cursor = source.execute(f"SELECT * FROM {table}")
+    columns = [column[0] for column in cursor.description]
+    # SQLite keeps booleans as 0 and 1; PostgreSQL takes them as booleans only.
+    flags = _boolean_columns(target, table) if to_postgres else set()
+    converted = [index for index, name in enumerate(columns) if name in flags]
+    insert = (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        + _REPLACED.get(table, "")
+    )
     total = 0
-    while chunk := rows.fetchmany(CHUNK):
-        target.executemany(insert, [tuple(row) for row in chunk])
-        total += len(chunk)
+    while chunk := cursor.fetchmany(CHUNK):
+        rows = [list(row) for row in chunk]
+        for row in rows:
+            for index in converted:
+                row[index] = None if row[index] is None else bool(row[index])
+        target.executemany(insert, rows)
+        total += len(rows)
     return total
+
+
+def _boolean_columns(target: SqlConnection, table: str) -> set[str]:
+    rows = target.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ?"
+        " AND data_type = 'boolean'",
+        (table,),
+    ).fetchall()
+    return {row[0] for row in rows}
 
 
 @contextmanager
