@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.batches import batch_body
-from bench.ceilings import http_ceiling, postgres_storage_ceiling, sqlite_storage_ceiling
+from bench.ceilings import (
+    http_ceiling,
+    minimal_server_ceiling,
+    postgres_storage_ceiling,
+    sqlite_storage_ceiling,
+    validation_cost,
+)
 from bench.runner import FULL, QUICK, Plan, run_nats, run_postgres, run_sqlite
 from bench.user_facing import FULL_USERS, QUICK_USERS, run_fold, run_sustainable, tables
 from bench.webhooks import run_webhooks
@@ -81,6 +87,8 @@ def main() -> None:
         before = os.getloadavg()[0]
         results["webhooks"] = run_webhooks(args.quick, args.postgres)
         results["load_average"]["webhooks"] = [before, os.getloadavg()[0]]
+    if "ceilings" in results and "sustainable" in results:
+        _sustainable_against_minimal_server(results)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2))
     print(_table(results))
@@ -110,14 +118,21 @@ def _throughput(results: dict[str, Any], plan: Plan, args: argparse.Namespace) -
         body_file.write_bytes(batch_body(100))
         http = http_ceiling(body_file, plan.connections, plan.seconds) * 100
         storage = sqlite_storage_ceiling(body_file.read_bytes(), plan.seconds)
+        minimal = minimal_server_ceiling(body_file, plan.connections, plan.seconds)
         postgres = postgres_storage_ceiling(body_file.read_bytes(), plan.seconds, args.postgres)
+        validation = validation_cost(body_file.read_bytes())
     best = _best_100_event_rate(results["sqlite"])
+    accepted = _100_event_rate(results["sqlite"])
     results["ceilings"] = {
         "http_202_no_work_events_per_second": round(http),
         "in_process_validate_and_store_events_per_second": round(storage),
+        "minimal_server_events_per_second": round(minimal),
         "eventfold_100_event_batches_events_per_second": best,
         "ratio_to_lower_ceiling": round(best / min(http, storage), 2),
+        "eventfold_accepted_events_per_second": accepted,
+        "accepted_ratio_to_minimal_server": round(accepted / minimal, 2),
         "postgres_in_process_validate_and_store": postgres,
+        "validation": validation,
     }
     results["postgres"] = run_postgres(plan, args.postgres)
     results["nats"] = run_nats(plan, args.postgres)
@@ -128,6 +143,26 @@ def _throughput(results: dict[str, Any], plan: Plan, args: argparse.Namespace) -
 def _best_100_event_rate(mode: dict[str, Any]) -> int:
     rows = mode["sweep_100"] + [r for r in mode["by_batch_size"] if r["batch_size"] == 100]
     return max(int(row["events_per_second"]) for row in rows)
+
+
+def _100_event_rate(mode: dict[str, Any]) -> int:
+    """Accepted events/s of the batch-size run of 100 events (the plan's connections)."""
+    return next(
+        int(r["events_per_second"]) for r in mode["by_batch_size"] if r["batch_size"] == 100
+    )
+
+
+def _sustainable_against_minimal_server(results: dict[str, Any]) -> None:
+    """eventfold's sustainable rate (SQLite) as a share of ceiling (c), both from this run."""
+    found = results["sustainable"].get("sqlite", {})
+    rate = found.get("sustainable_events_per_second")
+    if rate is None:
+        return
+    ceilings = results["ceilings"]
+    ceilings["eventfold_sustainable_events_per_second"] = rate
+    ceilings["sustainable_ratio_to_minimal_server"] = round(
+        rate / ceilings["minimal_server_events_per_second"], 2
+    )
 
 
 def _machine() -> dict[str, Any]:
@@ -184,7 +219,24 @@ def _throughput_table(results: dict[str, Any]) -> list[str]:
         "ceiling (b) validate + store in-process (SQLite): "
         f"{ceilings['in_process_validate_and_store_events_per_second']} events/s",
         f"eventfold (SQLite) / lower ceiling: {ceilings['ratio_to_lower_ceiling']}",
+        "ceiling (c) minimal server (raw ASGI, typed validation, durable append): "
+        f"{ceilings['minimal_server_events_per_second']} events/s",
+        f"eventfold (SQLite) accepted, 100-event batches, {results['plan']['connections']} "
+        f"connections: {ceilings['eventfold_accepted_events_per_second']} events/s = "
+        f"{ceilings['accepted_ratio_to_minimal_server']} of (c)",
     ]
+    if "sustainable_ratio_to_minimal_server" in ceilings:
+        lines.append(
+            "eventfold (SQLite) sustainable: "
+            f"{ceilings['eventfold_sustainable_events_per_second']} events/s = "
+            f"{ceilings['sustainable_ratio_to_minimal_server']} of (c)"
+        )
+    validation = ceilings["validation"]
+    lines.append(
+        "validation, µs an event (100-event batches, best of 7): msgspec typed contract "
+        f"{validation['msgspec_typed_contract_us_per_event']}, eventfold validate + normalise "
+        f"{validation['eventfold_validate_us_per_event']}"
+    )
     postgres = ceilings["postgres_in_process_validate_and_store"]
     if "skipped" not in postgres:
         lines.append(

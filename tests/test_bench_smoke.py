@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench.minimal_server import INVALID_EVENTS, self_check
 
 
 @pytest.mark.slow
@@ -26,6 +27,11 @@ def test_benchmark_quick_run_writes_figures(tmp_path: Path) -> None:
     assert all(row["events_per_second"] > 0 and row["failed"] == 0 for row in rows)
     assert figures["sqlite"]["server_peak_rss_mb"] > 0
     assert figures["ceilings"]["ratio_to_lower_ceiling"] > 0
+    assert figures["ceilings"]["minimal_server_events_per_second"] > 0
+    assert figures["ceilings"]["accepted_ratio_to_minimal_server"] > 0
+    validation = figures["ceilings"]["validation"]
+    assert validation["msgspec_typed_contract_us_per_event"] > 0
+    assert validation["eventfold_validate_us_per_event"] > 0
     postgres_ceiling = figures["ceilings"]["postgres_in_process_validate_and_store"]
     assert postgres_ceiling["events_per_second"] > 0  # CI has PostgreSQL
     assert postgres_ceiling["postgres_cpu_us_per_event"] > 0  # and runs it on this machine
@@ -45,3 +51,16 @@ def test_benchmark_quick_run_writes_figures(tmp_path: Path) -> None:
         assert webhooks["latency_beside_dead_endpoint"]["dead_endpoint_requests"] > 0
     assert chart.read_bytes().startswith(b"\x89PNG")
     assert "eventfold (SQLite) / lower ceiling" in result.stdout
+    assert "ceiling (c) minimal server" in result.stdout
+    assert "msgspec typed contract" in result.stdout
+
+
+def test_minimal_server_stores_valid_batches_and_rejects_what_the_contract_rejects(
+    tmp_path: Path,
+) -> None:
+    answers = self_check(tmp_path / "minimal.db")
+    assert answers.pop("valid") == (202, "", 1)
+    assert set(answers) == {*INVALID_EVENTS, "not JSON"}
+    for name, (status, message, stored) in answers.items():
+        assert (status, stored) == (400, 1), name  # refused, and nothing more was stored
+        assert message, name
