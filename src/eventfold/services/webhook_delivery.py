@@ -87,7 +87,15 @@ class DeliveryLoop:
             self._thread.join()
 
     def run(self) -> None:
-        asyncio.run(self.run_async())
+        """Runs the loop until ``stop``; should the loop itself ever fail, it is logged,
+        shown in the health, and started again a moment later."""
+        while not self._stop.is_set():
+            try:
+                asyncio.run(self.run_async())
+            except Exception as error:
+                self.health.failed(error)
+                logger.exception("the webhook delivery loop failed; starting it again")
+                self._stop.wait(RETRY_SECONDS)
 
     async def run_async(self) -> None:
         self._loop = asyncio.get_running_loop()
