@@ -236,12 +236,13 @@ def queue_messages(
             people,
         )
         last_seq.update(((webhook_id, profile_id), seq) for profile_id, seq in rows)
+        # Only people with a row ever had a message here (new ones have none pending).
         pending = select_in(
             connection,
             "SELECT DISTINCT profile_id FROM webhook_messages WHERE webhook_id = ?"
             " AND state = 'pending' AND profile_id IN ({})",
             (webhook_id,),
-            people,
+            sorted(row[0] for row in rows),
         )
         busy.update((webhook_id, row[0]) for row in pending)
     rows = []
