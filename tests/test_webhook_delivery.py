@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -271,9 +270,3 @@ def test_a_dead_endpoint_does_not_slow_a_live_one(client: TestClient, secret: st
         alone,
         beside_dead,
     )
-
-
-@pytest.fixture
-def quiet_receiver() -> Iterator[Receiver]:
-    with receiving() as receiver:
-        yield receiver
