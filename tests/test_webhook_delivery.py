@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -138,6 +137,27 @@ def test_other_4xx_answers_are_not_retried(client: TestClient, secret: str) -> N
         wait_until(lambda: first_status(client, secret, webhook["id"]) == "failed")
         time.sleep(0.5)
         assert len(receiver.requests) == 1
+    deliveries_health = client.get("/healthz").json()["deliveries"]
+    assert deliveries_health["failed"] == 1
+    assert deliveries_health["pending"] == 0
+    assert deliveries_health["loop"]["running"] is True
+    metrics = client.get("/metrics").text
+    assert "eventfold_webhook_failed_messages 1.0" in metrics
+    assert 'eventfold_webhook_attempts_total{outcome="refused"}' in metrics
+
+
+def test_health_shows_how_late_deliveries_are(client: TestClient, secret: str) -> None:
+    with receiving(lambda index, request: Answer(200, delay_seconds=2)) as receiver:
+        subscribe(client, secret, receiver.url)
+        events = [purchase(f"p{n}@example.com") for n in range(8)]  # 4 at a time
+        post_events(client, secret, *events)
+        receiver.wait_for(4)
+        time.sleep(0.5)
+        late = client.get("/healthz").json()["deliveries"]
+        assert late["pending"] == 8
+        assert late["lagSeconds"] >= 0.5  # four wait behind the four in flight
+        assert "eventfold_webhook_lag_seconds" in client.get("/metrics").text
+        receiver.wait_for(8)
 
 
 def test_retry_after_is_honoured(client: TestClient, secret: str) -> None:
@@ -250,9 +270,3 @@ def test_a_dead_endpoint_does_not_slow_a_live_one(client: TestClient, secret: st
         alone,
         beside_dead,
     )
-
-
-@pytest.fixture
-def quiet_receiver() -> Iterator[Receiver]:
-    with receiving() as receiver:
-        yield receiver

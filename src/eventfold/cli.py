@@ -83,7 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     worker = commands.add_parser(
-        "worker", parents=[database, log], help="fold accepted events into profiles (foreground)"
+        "worker",
+        parents=[database, log],
+        help="fold accepted events into profiles and deliver webhooks (foreground)",
     )
     worker.set_defaults(run=_worker)
 

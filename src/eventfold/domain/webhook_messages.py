@@ -15,19 +15,24 @@ from eventfold.domain.views import public_profile_id, stored_event_view
 _encoder = msgspec.json.Encoder()
 
 
+def profile_data(profile_id: int, profile: ProfileState) -> dict[str, Any]:
+    """The profile as the read API shows it, as JSON-ready data (shared by a person's
+    messages of one fold step)."""
+    data: dict[str, Any] = msgspec.to_builtins(profile_view(public_profile_id(profile_id), profile))
+    return data
+
+
 def event_matched_data(
-    event_document: bytes | str, received_at_ms: int, profile_id: int, profile: ProfileState
+    event_document: bytes | str, received_at_ms: int, profile_id: int, profile: dict[str, Any]
 ) -> dict[str, Any]:
     """``event.matched``: the event and the profile it was folded into, as of that fold."""
-    return {
-        "event": stored_event_view(event_document, received_at_ms, profile_id),
-        "profile": profile_view(public_profile_id(profile_id), profile),
-    }
+    event = stored_event_view(event_document, received_at_ms, profile_id)
+    return {"event": event, "profile": profile}
 
 
-def segment_change_data(segment: str, profile_id: int, profile: ProfileState) -> dict[str, Any]:
+def segment_change_data(segment: str, profile: dict[str, Any]) -> dict[str, Any]:
     """``segment.entered`` / ``segment.exited``: the segment and the profile then."""
-    return {"segment": segment, "profile": profile_view(public_profile_id(profile_id), profile)}
+    return {"segment": segment, "profile": profile}
 
 
 def message_body(kind: str, at_ms: int, sequence: int, data: dict[str, Any]) -> str:

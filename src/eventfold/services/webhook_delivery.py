@@ -87,7 +87,15 @@ class DeliveryLoop:
             self._thread.join()
 
     def run(self) -> None:
-        asyncio.run(self.run_async())
+        """Runs the loop until ``stop``; should the loop itself ever fail, it is logged,
+        shown in the health, and started again a moment later."""
+        while not self._stop.is_set():
+            try:
+                asyncio.run(self.run_async())
+            except Exception as error:
+                self.health.failed(error)
+                logger.exception("the webhook delivery loop failed; starting it again")
+                self._stop.wait(RETRY_SECONDS)
 
     async def run_async(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -135,40 +143,48 @@ class DeliveryLoop:
                 options.allow_private, options.concurrency, options.timeout_seconds
             )
         lease_ms = round(options.lease_seconds * 1000)
-        in_flight: set[asyncio.Task[None]] = set()
+        in_flight: set[asyncio.Task[AttemptResult]] = set()
+        finished: list[AttemptResult] = []  # recorded with the next claim
         try:
             while not self._stop.is_set():
                 free = options.concurrency - len(in_flight)
                 if free > 0:
+                    settle, finished = finished, []
                     webhook, messages = await asyncio.to_thread(
-                        self._store.claim_messages, webhook_id, self._clock(), free, lease_ms
+                        self._store.claim_messages,
+                        webhook_id,
+                        self._clock(),
+                        free,
+                        lease_ms,
+                        settle,
                     )
                     if webhook is None or (not messages and not in_flight):
                         return
                     for message in messages:
-                        in_flight.add(asyncio.create_task(self._deliver(sender, webhook, message)))
+                        in_flight.add(asyncio.create_task(self._attempt(sender, webhook, message)))
                 # Claim again as soon as an attempt ends, or after a poll period.
-                _, in_flight = await asyncio.wait(
+                done, in_flight = await asyncio.wait(
                     in_flight, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED
                 )
+                finished += [task.result() for task in done]
         except Exception as error:
-            # The claimed messages' leases run out and they are attempted again.
+            # Held messages whose attempts are not recorded are attempted again once
+            # their leases run out (a repeat, never a loss).
             self.health.failed(error)
             logger.warning("webhook lane %s failed: %s", webhook_id, describe(error))
         finally:
             if in_flight:
-                await asyncio.wait(in_flight)
+                done, _ = await asyncio.wait(in_flight)
+                finished += [task.result() for task in done if task.exception() is None]
+            if finished:
+                await self._record(finished)
 
-    async def _deliver(
-        self, sender: EndpointSender, webhook: WebhookRecord, message: OutgoingMessage
-    ) -> None:
-        """One attempt, recorded; a failure to record leaves the lease to run out."""
-        result = await self._attempt(sender, webhook, message)
+    async def _record(self, results: list[AttemptResult]) -> None:
         try:
-            await asyncio.to_thread(self._store.record_attempts, [result])
+            await asyncio.to_thread(self._store.record_attempts, results)
         except Exception as error:
             self.health.failed(error)
-            logger.warning("recording a webhook attempt failed: %s", describe(error))
+            logger.warning("recording webhook attempts failed: %s", describe(error))
 
     async def _attempt(
         self, sender: EndpointSender, webhook: WebhookRecord, message: OutgoingMessage

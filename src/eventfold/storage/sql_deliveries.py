@@ -180,11 +180,18 @@ class SqlWebhooks(SqlBase):
         return sorted(row[0] for row in rows)
 
     def claim_messages(
-        self, webhook_id: str, now_ms: int, limit: int, lease_ms: int
+        self,
+        webhook_id: str,
+        now_ms: int,
+        limit: int,
+        lease_ms: int,
+        settle: Sequence[AttemptResult] = (),
     ) -> tuple[WebhookRecord | None, list[OutgoingMessage]]:
         suffix = self._fold_locking.claim_suffix
 
         def claim(connection: SqlConnection) -> tuple[WebhookRecord | None, list[OutgoingMessage]]:
+            for result in sorted(settle, key=lambda result: result.message_id):
+                _record(connection, result)
             row = connection.execute(
                 f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ? AND status = 'enabled'",
                 (webhook_id,),
@@ -205,7 +212,9 @@ class SqlWebhooks(SqlBase):
             )
             return webhook_from_row(row), [OutgoingMessage(*r) for r in rows]
 
-        claimed: tuple[WebhookRecord | None, list[OutgoingMessage]] = self._run_fold(claim)
+        claimed: tuple[WebhookRecord | None, list[OutgoingMessage]] = self._run_fold(
+            claim, rows=max(1, len(settle))
+        )
         return claimed
 
     def record_attempts(self, results: Sequence[AttemptResult]) -> None:

@@ -19,6 +19,7 @@ from eventfold.domain.profile_book import ProfileBook
 from eventfold.domain.webhook_messages import (
     event_matched_data,
     message_body,
+    profile_data,
     segment_change_data,
 )
 from eventfold.domain.webhook_signing import message_id
@@ -110,23 +111,31 @@ def queue_matched_events(
     webhooks = enabled_webhooks(connection, {event.account_id for event, _ in folded})
     if not webhooks:
         return
-    messages = [
-        QueuedMessage(
-            id=message_id(webhook.id, "event", event.seq),
-            webhook_id=webhook.id,
-            profile_id=profile_id,
-            type=EVENT_MATCHED,
-            at_ms=event.accepted.occurred_at_ms,
-            data=event_matched_data(
-                event.accepted.document, event.received_at_ms, profile_id, book.states[profile_id]
-            ),
-        )
-        for event, profile_id in folded
-        for webhook in webhooks.get(event.account_id, ())
-        if webhook.subscription.wants_event(event.event.action)
-    ]
+    messages = []
+    profiles: dict[int, dict[str, Any]] = {}  # each profile's view, made once a step
+    for event, profile_id in folded:
+        for webhook in webhooks.get(event.account_id, ()):
+            if not webhook.subscription.wants_event(event.event.action):
+                continue
+            if profile_id not in profiles:
+                profiles[profile_id] = profile_data(profile_id, book.states[profile_id])
+            messages.append(
+                QueuedMessage(
+                    id=message_id(webhook.id, "event", event.seq),
+                    webhook_id=webhook.id,
+                    profile_id=profile_id,
+                    type=EVENT_MATCHED,
+                    at_ms=event.accepted.occurred_at_ms,
+                    data=event_matched_data(
+                        event.accepted.document,
+                        event.received_at_ms,
+                        profile_id,
+                        profiles[profile_id],
+                    ),
+                )
+            )
     if messages:
-        queue_messages(connection, messages, now_ms)
+        queue_messages(connection, messages, now_ms, may_repeat=False)
 
 
 def record_segment_change(
@@ -150,7 +159,7 @@ def record_segment_change(
         "SELECT state FROM profiles WHERE id = ? AND account_id = ?", (profile_id, account_id)
     ).fetchone()
     state = _state_decoder.decode(row[0]) if row is not None else ProfileState()
-    data = segment_change_data(segment_key, profile_id, state)
+    data = segment_change_data(segment_key, profile_data(profile_id, state))
     queue_messages(
         connection,
         [
@@ -176,24 +185,30 @@ def person_lock(connection: SqlConnection) -> str:
 
 
 def queue_messages(
-    connection: SqlConnection, messages: Sequence[QueuedMessage], now_ms: int
+    connection: SqlConnection,
+    messages: Sequence[QueuedMessage],
+    now_ms: int,
+    may_repeat: bool = True,
 ) -> None:
     """Inserts messages due now, numbering each person's messages per endpoint in the
-    order given; a message id already queued is skipped (a change recorded twice).
+    order given; a message id already queued is skipped (a change recorded twice;
+    ``may_repeat=False`` when that cannot be, as for events, which are folded once).
 
     The first message of a person with nothing pending at the endpoint is its head (the
     one that may be attempted). The person's row is locked first, and a delivery that
     finishes the person's head locks it too before it promotes the next message, so the
     two never miss each other's messages."""
-    known = {
-        row[0]
-        for row in select_in(
-            connection,
-            "SELECT id FROM webhook_messages WHERE id IN ({})",
-            (),
-            sorted({m.id for m in messages}),
-        )
-    }
+    known: set[str] = set()
+    if may_repeat:
+        known = {
+            row[0]
+            for row in select_in(
+                connection,
+                "SELECT id FROM webhook_messages WHERE id IN ({})",
+                (),
+                sorted({m.id for m in messages}),
+            )
+        }
     messages = [m for m in dict((m.id, m) for m in messages).values() if m.id not in known]
     if not messages:
         return
@@ -209,12 +224,13 @@ def queue_messages(
             people,
         )
         last_seq.update(((webhook_id, profile_id), seq) for profile_id, seq in rows)
+        # Only people with a row ever had a message here (new ones have none pending).
         pending = select_in(
             connection,
             "SELECT DISTINCT profile_id FROM webhook_messages WHERE webhook_id = ?"
             " AND state = 'pending' AND profile_id IN ({})",
             (webhook_id,),
-            people,
+            sorted(row[0] for row in rows),
         )
         busy.update((webhook_id, row[0]) for row in pending)
     rows = []
@@ -235,18 +251,31 @@ def queue_messages(
             )
         )
         busy.add(person)
-    execute_values(
-        connection,
-        "INSERT INTO webhook_messages (id, webhook_id, profile_id, person_seq, type, body,"
-        " created_at, next_attempt_at, head) VALUES {}",
-        rows,
-    )
+    _insert_messages(connection, rows)
     execute_values(
         connection,
         "INSERT INTO webhook_people (webhook_id, profile_id, last_seq) VALUES {}"
         " ON CONFLICT (webhook_id, profile_id) DO UPDATE SET last_seq = excluded.last_seq",
         [(webhook_id, profile_id, seq) for (webhook_id, profile_id), seq in last_seq.items()],
     )
+
+
+_MESSAGE_COLUMNS = (
+    "id, webhook_id, profile_id, person_seq, type, body, created_at, next_attempt_at, head"
+)
+
+
+def _insert_messages(connection: SqlConnection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """On PostgreSQL with COPY: a fold step's 2,000 messages took 0.5 s as INSERTs."""
+    raw = getattr(connection, "raw", None)
+    if raw is None:
+        execute_values(
+            connection, f"INSERT INTO webhook_messages ({_MESSAGE_COLUMNS}) VALUES {{}}", rows
+        )
+        return
+    with raw.cursor().copy(f"COPY webhook_messages ({_MESSAGE_COLUMNS}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 def promote_next(connection: SqlConnection, webhook_id: str, profile_id: int) -> None:

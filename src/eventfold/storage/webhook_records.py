@@ -133,11 +133,17 @@ class WebhookStore(Protocol):
         """Enabled endpoints with a message due now that nobody holds."""
 
     def claim_messages(
-        self, webhook_id: str, now_ms: int, limit: int, lease_ms: int
+        self,
+        webhook_id: str,
+        now_ms: int,
+        limit: int,
+        lease_ms: int,
+        settle: Sequence[AttemptResult] = (),
     ) -> tuple[WebhookRecord | None, list[OutgoingMessage]]:
-        """Holds up to ``limit`` due messages of an enabled endpoint for ``lease_ms``
-        (others skip them): per person only the oldest one not delivered, in person
-        order. Returns the endpoint too (None: deleted or disabled)."""
+        """Records ``settle`` (attempts that ended, as ``record_attempts``), then holds
+        up to ``limit`` due messages of an enabled endpoint for ``lease_ms`` (others skip
+        them): per person only the oldest one not delivered. One transaction. Returns
+        the endpoint too (None: deleted or disabled)."""
 
     def record_attempts(self, results: Sequence[AttemptResult]) -> None:
         """Stores attempts and what they changed, and releases the messages."""
