@@ -28,6 +28,7 @@ from eventfold.storage.sql import SqlConnection
 from eventfold.storage.sql_base import SqlBase
 from eventfold.storage.sql_fold import FoldLocking
 from eventfold.storage.sql_profiles import execute_values, select_in
+from eventfold.storage.sql_webhooks import enabled_webhooks, record_segment_change
 
 T = TypeVar("T")
 _leaves_decoder = msgspec.json.Decoder(dict[str, LeafState])
@@ -220,14 +221,40 @@ class SqlSegmentRecords:
             " ON CONFLICT (segment_id, profile_id) DO NOTHING",
             [(c.segment_id, c.profile_id, c.at_ms) for c in entered],
         )
-        execute_values(
+        _record_changes(connection, changes)
+
+
+def _record_changes(connection: SqlConnection, changes: Sequence[MembershipChange]) -> None:
+    """Adds the changes to the feed and, for accounts with webhooks, queues the
+    ``segment.entered`` / ``segment.exited`` messages they ask for in this transaction
+    (``storage/sql_webhooks.py``), each named by its change's number in the feed."""
+    rows = [
+        (c.account_id, c.segment_id, c.profile_id, c.change, c.at_ms, c.version) for c in changes
+    ]
+    insert = "INSERT INTO segment_changes (account_id, segment_id, profile_id, change, at, version)"
+    if not changes or not enabled_webhooks(connection, {c.account_id for c in changes}):
+        execute_values(connection, insert + " VALUES {}", rows)
+        return
+    keys = dict(
+        select_in(
             connection,
-            "INSERT INTO segment_changes (account_id, segment_id, profile_id, change, at,"
-            " version) VALUES {}",
-            [
-                (c.account_id, c.segment_id, c.profile_id, c.change, c.at_ms, c.version)
-                for c in changes
-            ],
+            "SELECT id, key FROM segments WHERE id IN ({})",
+            (),
+            sorted({c.segment_id for c in changes}),
+        )
+    )
+    for change, row in zip(changes, rows, strict=True):
+        seq = connection.execute(
+            insert + " VALUES (?, ?, ?, ?, ?, ?) RETURNING seq", row
+        ).fetchone()[0]
+        record_segment_change(
+            connection,
+            change.account_id,
+            change.profile_id,
+            keys[change.segment_id],
+            f"segment.{change.change}",
+            seq,
+            change.at_ms,
         )
 
 
