@@ -32,13 +32,13 @@ from bench.cluster.report import (
     freshness_after,
     judge_cut_off_node,
     longest_without_202,
+    probe_freshness,
     table,
 )
 from bench.cluster.scenarios import BASELINE, FAULTS, Fault
 from bench.cluster.topology import API, API_PORT, CLIENT, api_url
 from bench.cluster.visibility import VisibilityWatcher
 from eventfold.settings import Settings
-
 
 # Beyond the publish timeout: how long a cut-off API node stays cut off at least.
 CUT_OFF_MARGIN = 3.0
@@ -223,6 +223,7 @@ def _finish(
     during = by_node(ledger, pending.injected, pending.healed, names)
     outcome.notes.append(f"before the fault: {before}; during it: {during}")
     outcome.notes.append(f"after the check: {stream}")
+    outcome.notes.append(probe_freshness(ledger))
     if reasons:
         outcome.notes.append(f"during the fault: {reasons}")
     refused_after, _, reasons_after = answers_during(ledger, pending.healed, pending.ended)
