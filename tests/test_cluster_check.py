@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from bench.cluster.check import Verdict, judge
-from bench.cluster.ledger import Attempt, Ledger
-from bench.cluster.report import Outcome, judge_cut_off_node, table
+from bench.cluster.ledger import Attempt, Ledger, Probe
+from bench.cluster.report import Outcome, judge_cut_off_node, probe_freshness, table
 
 
 def acknowledged_ledger(*batches: tuple[str, int]) -> Ledger:
@@ -112,3 +112,12 @@ def test_a_cut_off_node_that_answers_nothing_or_never_recovers_fails() -> None:
     problems, _ = judge_cut_off_node(ledger, 0, "api-1", 10, 25)
     assert any("no request with 503" in problem for problem in problems)
     assert any("did not answer 202" in problem for problem in problems)
+
+
+def test_the_probe_freshness_counts_probes_never_seen() -> None:
+    ledger = Ledger("s1", "efsk_test")
+    ledger.probes += [Probe("a", 10.0, 10.5), Probe("b", 11.0, 13.0), Probe("c", 12.0)]
+    said = probe_freshness(ledger)
+    assert "p50 2.00 s" in said
+    assert "max 2.00 s" in said
+    assert "(2 probes, 1 not seen)" in said

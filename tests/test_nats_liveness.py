@@ -60,6 +60,7 @@ class FlakyStorage(SqliteStorage):
     failures = 0
     slow = 0.0
     started_failing: float | None = None
+    slow_apply_began: float | None = None
     applied: float | None = None
 
     def apply_logged(
@@ -73,6 +74,7 @@ class FlakyStorage(SqliteStorage):
             self.started_failing = self.started_failing or time.monotonic()
             raise StorageUnavailable("the database does not answer (a test's)")
         if self.slow:
+            self.slow_apply_began = time.monotonic()
             time.sleep(self.slow)
             self.slow = 0.0
         applied = super().apply_logged(batches, forget_below, fold)
@@ -164,8 +166,7 @@ def test_a_worker_that_applies_longer_than_the_ack_wait_keeps_its_batches(
             await other.disconnect()
 
     try:
-        wait_until(lambda: worker.health.running, timeout=10)
-        time.sleep(0.5)  # the worker has fetched the batch and applies it
+        wait_until(lambda: storage.slow_apply_began is not None, timeout=10)
         assert asyncio.run(fetch_meanwhile()) == 0
         wait_until(lambda: storage.applied is not None, timeout=15)
         assert storage.count_events(account_id) == 1

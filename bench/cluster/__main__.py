@@ -6,7 +6,7 @@ host for a slow link, and a client host for the load and the probes. Under load 
 partitions, slows and restarts parts of it, one scenario at a time, and checks through
 the API that every event answered 202 is there exactly once. Run as root:
 
-    python -m bench.cluster                        # every scenario (about 6 minutes)
+    python -m bench.cluster                        # every scenario (about 7 minutes)
     python -m bench.cluster --quick                # two of them, shorter (under 2 minutes)
     python -m bench.cluster --scenarios worker-kill,slow-link
     python -m bench.cluster --sizing               # events/s per API node and per worker

@@ -32,6 +32,7 @@ from bench.cluster.report import (
     freshness_after,
     judge_cut_off_node,
     longest_without_202,
+    probe_freshness,
     table,
 )
 from bench.cluster.scenarios import BASELINE, FAULTS, Fault
@@ -222,6 +223,7 @@ def _finish(
     during = by_node(ledger, pending.injected, pending.healed, names)
     outcome.notes.append(f"before the fault: {before}; during it: {during}")
     outcome.notes.append(f"after the check: {stream}")
+    outcome.notes.append(probe_freshness(ledger))
     if reasons:
         outcome.notes.append(f"during the fault: {reasons}")
     refused_after, _, reasons_after = answers_during(ledger, pending.healed, pending.ended)

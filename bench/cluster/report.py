@@ -94,6 +94,20 @@ def freshness_after(ledger: Ledger, healed: float, checked: float) -> Freshness 
     return worst
 
 
+def probe_freshness(ledger: Ledger) -> str:
+    """The probe's freshness over the whole scenario, fault and all: from its 202 until
+    its profile showed it."""
+    delays = sorted(p.visible - p.acknowledged for p in ledger.probes if p.visible is not None)
+    unseen = sum(p.visible is None for p in ledger.probes)
+    if not delays:
+        return f"no probe event seen ({unseen} unseen)"
+    p99 = delays[min(len(delays) - 1, int(0.99 * len(delays)))]
+    return (
+        f"probe freshness over the scenario p50 {delays[len(delays) // 2]:.2f} s, p99 "
+        f"{p99:.2f} s, max {delays[-1]:.2f} s ({len(delays)} probes, {unseen} not seen)"
+    )
+
+
 def longest_without_202(ledger: Ledger, start: float, end: float) -> tuple[float, float]:
     """The longest stretch within [start, end] in which no request was answered 202:
     (its length, its start relative to ``start``)."""
