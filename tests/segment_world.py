@@ -15,11 +15,11 @@ from eventfold.domain.profile_book import IdentityKey, ProfileBook
 from eventfold.domain.segments.evaluate import (
     PersonLeaves,
     Verdict,
-    is_member,
     leaf_from_events,
     resolve,
 )
 from eventfold.domain.segments.language import Condition, event_leaves, parse_condition
+from eventfold.domain.segments.predicates import is_member
 from eventfold.services.segments_fold import fold_segments
 from eventfold.storage.base import PendingEvent
 from eventfold.storage.segment_contract import (

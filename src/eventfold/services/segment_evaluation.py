@@ -20,7 +20,6 @@ from eventfold.domain.segments.evaluate import (
     LeafState,
     PersonLeaves,
     Verdict,
-    is_member,
     leaf_from_events,
     leaf_states,
     merge_leaves,
@@ -33,6 +32,7 @@ from eventfold.domain.segments.language import (
     event_leaves,
     parse_condition,
 )
+from eventfold.domain.segments.predicates import Judgement, Predicate, compile_predicate
 from eventfold.storage.segment_contract import (
     MembershipChange,
     PersonVerdict,
@@ -50,6 +50,7 @@ class CompiledSegment:
     key: str
     version: int
     condition: Condition  # with the segments it names inlined
+    predicate: Predicate  # the condition compiled
 
 
 @dataclass(slots=True)
@@ -95,7 +96,11 @@ def _compile(records: list[SegmentRecord]) -> AccountSegments:
             condition = resolve(parsed[record.key], parsed)
         except KeyError:
             continue  # names a segment being deleted
-        compiled.segments.append(CompiledSegment(record.id, record.key, record.version, condition))
+        compiled.segments.append(
+            CompiledSegment(
+                record.id, record.key, record.version, condition, compile_predicate(condition)
+            )
+        )
         compiled.leaves.update((leaf.fingerprint, leaf) for leaf in event_leaves(condition))
     if len(_compiled) >= _MAX_COMPILED:
         _compiled.clear()
@@ -147,8 +152,13 @@ class Evaluation:
         verdicts: list[PersonVerdict] = []
         for pid, (account, state) in sorted(people.items()):
             segments = self.accounts[account]
-            kept = {fp: s for fp, s in leaves[pid].items() if fp in segments.leaves}
-            kept = {fp: s for fp, s in kept.items() if fp not in stale[pid]}
+            kept = leaves[pid]
+            if stale[pid] or not kept.keys() <= segments.leaves.keys():
+                kept = {
+                    fp: s
+                    for fp, s in kept.items()
+                    if fp in segments.leaves and fp not in stale[pid]
+                }
             current = leaf_states(kept, segments.leaves, self.step_events.get(pid, ()), now)
             for fp in stale[pid]:
                 current[fp] = leaf_from_events(segments.leaves[fp], histories[pid], now)
@@ -188,8 +198,9 @@ def judge(
     """Judges one person against every segment of the account; appends entries and
     exits to ``changes``. A segment whose leaf state is unknown keeps its membership."""
     verdict = Verdict(now)
+    judgement = Judgement(state, leaves, verdict)
     for segment in segments.segments:
-        result = is_member(segment.condition, state, leaves, verdict)
+        result = segment.predicate(judgement)
         if result is None:
             continue
         was = segment.id in members
