@@ -41,7 +41,6 @@ from eventfold.storage.segment_contract import (
 )
 
 logger = logging.getLogger("eventfold.segments")
-_leaves_encoder = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,4 +212,4 @@ def judge(
 
 
 def _differs(stored: PersonLeaves, verdict: PersonVerdict) -> bool:
-    return _leaves_encoder.encode(stored) != _leaves_encoder.encode(verdict.leaves)
+    return stored != verdict.leaves

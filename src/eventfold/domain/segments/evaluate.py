@@ -83,12 +83,16 @@ def leaf_states(
     cut to ``now`` (what fell out of a window can never count again). States that do not
     change are shared with ``leaves``, never modified."""
     events = list(events)
+    by_action: dict[str, list[tuple[FoldInput, int]]] = {}
+    for event, at in events:
+        by_action.setdefault(event.action, []).append((event, at))
     updated = dict(leaves)
     for fp, state in leaves.items():
         leaf = definitions.get(fp)
         if leaf is None:
             continue
-        matched = [(at, event_amount(leaf, ev)) for ev, at in events if event_matches(leaf, ev)]
+        candidates = events if leaf.action is None else by_action.get(leaf.action, ())
+        matched = [(at, event_amount(leaf, ev)) for ev, at in candidates if event_matches(leaf, ev)]
         if leaf.window_ms is None:
             if matched:
                 total = state.total + sum(amount for _, amount in matched)
