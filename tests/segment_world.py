@@ -131,6 +131,14 @@ class World:
     def profile_segments(self, profile_id: int) -> list[str]:
         raise NotImplementedError
 
+    def account_changes(
+        self, account_id: int, after: int, limit: int
+    ) -> list[tuple[int, str, int, str, int]]:
+        raise NotImplementedError
+
+    def last_segment_change(self) -> int:
+        raise NotImplementedError
+
     # --- the answer from scratch --------------------------------------------------------
 
     def conditions(self) -> dict[int, Condition]:

@@ -135,6 +135,15 @@ class SegmentStore(Protocol):
         """The segment's changes after feed position ``after``, oldest first (changes
         committed since the last call are given positions first, in commit order)."""
 
+    def account_changes(
+        self, account_id: int, after: int, limit: int
+    ) -> list[tuple[int, str, int, str, int]]:
+        """The account's changes with a feed position after ``after``, oldest first, as
+        (position, segment key, profile id, change, at) (for the debugger)."""
+
+    def last_segment_change(self) -> int:
+        """The last feed position given out."""
+
     def profile_segments(self, profile_id: int) -> list[str]:
         """The keys of the segments a profile is in."""
 

@@ -330,6 +330,26 @@ class SqlSegmentStore(SqlBase):
             ).fetchall()
         return [FeedEntry(*row) for row in rows]
 
+    def account_changes(
+        self, account_id: int, after: int, limit: int
+    ) -> list[tuple[int, str, int, str, int]]:
+        with self._reading() as connection:
+            rows = connection.execute(
+                "SELECT c.feed_position, s.key, c.profile_id, c.change, c.at"
+                " FROM segment_changes c JOIN segments s ON s.id = c.segment_id"
+                " WHERE c.account_id = ? AND c.feed_position > ?"
+                " ORDER BY c.feed_position LIMIT ?",
+                (account_id, after, limit),
+            ).fetchall()
+        return [tuple(row) for row in rows]
+
+    def last_segment_change(self) -> int:
+        with self._reading() as connection:
+            row = connection.execute(
+                "SELECT value FROM fold_state WHERE name = ?", (_FEED_COUNTER,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
     def profile_segments(self, profile_id: int) -> list[str]:
         with self._reading() as connection:
             rows = connection.execute(
