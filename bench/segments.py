@@ -2,7 +2,7 @@
 defined against none, the backfill's time over N profiles, and the latency from an
 event's append to its membership change in the feed.
 
-    python -m bench.segments sqlite|postgres [EVENTS] [PEOPLE]
+    python -m bench.segments sqlite|postgres [EVENTS] [PEOPLE] [BACKFILL_PROFILES]
 
 The fold is what bounds the sustainable ingest rate (backpressure holds ingest to the
 fold's rate, docs/operations.md), so the fold's rate with and without segments is the
@@ -12,10 +12,12 @@ ratio of the sustainable rates.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -143,9 +145,10 @@ def fold_rate(backend: str, events: int, people: int, segments: int) -> float:
         return folded / (time.perf_counter() - started)
 
 
-def backfill_seconds(backend: str, people: int) -> tuple[float, int]:
+def backfill_seconds(backend: str, people: int) -> dict[str, float]:
     """Seconds to backfill one new segment over ``people`` profiles (about 3 events each),
-    and how many members it found."""
+    how many members it found, and the slowest append of a one-event batch made every
+    50 ms meanwhile (ingest keeps answering)."""
     with opened(backend) as storage:
         principal = principal_of(storage)
         append(storage, principal, people * 3, people, seed=9)
@@ -154,12 +157,34 @@ def backfill_seconds(backend: str, people: int) -> tuple[float, int]:
             pass
         body = realistic_segments(1)[0]
         SegmentService(storage).create(principal, msgspec.json.encode(body))
+        done, appends = threading.Event(), []
+        validator = BatchValidator(Limits())
+
+        def ingest() -> None:
+            one = msgspec.json.encode({"events": [{"action": "view", "email": "i@x.co"}]})
+            while not done.is_set():
+                started = time.perf_counter()
+                accepted = validator.validate(one, now_ms())
+                asyncio.run(storage.append(principal.account_id, now_ms(), accepted))
+                appends.append(time.perf_counter() - started)
+                time.sleep(0.05)
+
+        writer = threading.Thread(target=ingest)
+        writer.start()
         started = time.perf_counter()
-        while backfill_step(storage, 2_000):
+        while backfill_step(storage):
             pass
         seconds = time.perf_counter() - started
+        done.set()
+        writer.join()
         counted = storage.list_segments(principal.account_id)[0][1]
-        return seconds, counted
+        return {
+            "profiles": people,
+            "seconds": round(seconds, 2),
+            "members": counted,
+            "appends_meanwhile": len(appends),
+            "slowest_append_ms": round(max(appends, default=0) * 1000, 1),
+        }
 
 
 def feed_latency(backend: str, samples: int) -> list[float]:
@@ -194,27 +219,28 @@ def feed_latency(backend: str, samples: int) -> list[float]:
         return latencies
 
 
-def main() -> None:
-    backend = sys.argv[1]
-    given = [int(argument) for argument in sys.argv[2:4]]
-    events, people = given + [30_000, 10_000][len(given) :]
+def run_segments(backend: str, events: int, people: int, backfill_profiles: int) -> dict[str, Any]:
+    """Every figure of this module for one backend."""
     none = fold_rate(backend, events, people, 0)
     fifty = fold_rate(backend, events, people, 50)
-    print(
-        f"{backend}: fold {none:,.0f} events/s with no segments, {fifty:,.0f} with 50 "
-        f"({fifty / none:.2f} of it)"
-    )
-    seconds, members = backfill_seconds(backend, people)
-    print(
-        f"{backend}: backfill of one segment over {people:,} profiles: {seconds:.1f} s "
-        f"({people / seconds:,.0f} profiles/s), {members} members"
-    )
     latencies = sorted(feed_latency(backend, 200))
-    p99 = latencies[int(len(latencies) * 0.99) - 1]
-    print(
-        f"{backend}: append to feed, one event at a time: median "
-        f"{statistics.median(latencies) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
-    )
+    return {
+        "fold_events_per_second_no_segments": round(none),
+        "fold_events_per_second_50_segments": round(fifty),
+        "ratio": round(fifty / none, 2),
+        "feed_latency_ms": {
+            "median": round(statistics.median(latencies) * 1000, 1),
+            "p99": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
+        },
+        "backfill": backfill_seconds(backend, backfill_profiles),
+    }
+
+
+def main() -> None:
+    backend = sys.argv[1]
+    given = [int(argument) for argument in sys.argv[2:5]]
+    events, people, profiles = given + [30_000, 10_000, 100_000][len(given) :]
+    print(json.dumps(run_segments(backend, events, people, profiles), indent=2))
 
 
 if __name__ == "__main__":
