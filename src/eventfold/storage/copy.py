@@ -1,5 +1,6 @@
 """Moving a database to another backend (SQLite to PostgreSQL, typically) as it is:
-accounts, keys, events with their positions, profiles, identifiers, idempotency keys."""
+accounts, keys, events with their positions, profiles, identifiers, idempotency keys,
+segments with their members and change feed."""
 
 from __future__ import annotations
 
@@ -32,6 +33,31 @@ TABLES: dict[str, tuple[str, ...]] = {
     "merged_profiles": ("id", "account_id", "merged_into"),
     "idempotency_keys": ("account_id", "key", "body_hash", "created_at"),
     "unfolded": ("seq",),
+    # Segments (docs/segments.md).
+    "segments": (
+        "id",
+        "account_id",
+        "key",
+        "name",
+        "definition",
+        "version",
+        "status",
+        "created_at",
+        "updated_at",
+        "backfill_after",
+    ),
+    "segment_people": ("profile_id", "account_id", "leaves", "next_change_at"),
+    "segment_members": ("segment_id", "profile_id", "since"),
+    "segment_changes": (
+        "seq",
+        "account_id",
+        "segment_id",
+        "profile_id",
+        "change",
+        "at",
+        "version",
+        "feed_position",
+    ),
 }
 CHUNK = 5_000
 
@@ -52,9 +78,16 @@ def copy_database(source_url: str, target_url: str) -> dict[str, int]:
             for table, columns in TABLES.items():
                 if table == "unfolded":  # PostgreSQL's trigger queued every copied event
                     target.execute("DELETE FROM unfolded")
+                if table == "fold_state":  # the migrations' own rows, replaced by the source's
+                    target.execute("DELETE FROM fold_state")
                 copied[table] = _copy_table(source, target, table, columns)
             if parse_database_url(target_url).scheme == "postgresql":
-                for table, column in (("accounts", "id"), ("events", "seq")):
+                for table, column in (
+                    ("accounts", "id"),
+                    ("events", "seq"),
+                    ("segments", "id"),
+                    ("segment_changes", "seq"),
+                ):
                     target.execute(
                         f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
                         f" (SELECT coalesce(max({column}), 0) + 1 FROM {table}), false)"
