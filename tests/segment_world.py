@@ -213,6 +213,11 @@ class MemoryRecords:
     def leaves(self, profile_ids: Sequence[int]) -> dict[int, PersonLeaves]:
         return {pid: self.world.leaves[pid] for pid in profile_ids if pid in self.world.leaves}
 
+    def next_changes(self, profile_ids: Sequence[int]) -> dict[int, int | None]:
+        return {
+            pid: self.world.next_change[pid] for pid in profile_ids if pid in self.world.next_change
+        }
+
     def memberships(self, profile_ids: Sequence[int]) -> dict[int, dict[int, int]]:
         return {
             pid: dict(self.world.members[pid]) for pid in profile_ids if pid in self.world.members

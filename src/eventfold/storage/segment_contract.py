@@ -102,6 +102,9 @@ class SegmentRecords(Protocol):
     def leaves(self, profile_ids: Sequence[int]) -> dict[int, PersonLeaves]:
         """Each profile's event-leaf states (absent: none stored yet)."""
 
+    def next_changes(self, profile_ids: Sequence[int]) -> dict[int, int | None]:
+        """Each profile's stored next change moment (absent: no segment state stored)."""
+
     def memberships(self, profile_ids: Sequence[int]) -> dict[int, dict[int, int]]:
         """Each profile's segments (segment id -> since)."""
 

@@ -165,6 +165,15 @@ class SqlSegmentRecords:
         )
         return {pid: _leaves_decoder.decode(leaves) for pid, leaves in rows}
 
+    def next_changes(self, profile_ids: Sequence[int]) -> dict[int, int | None]:
+        rows = select_in(
+            self._connection,
+            "SELECT profile_id, next_change_at FROM segment_people WHERE profile_id IN ({})",
+            (),
+            sorted(profile_ids),
+        )
+        return dict(rows)
+
     def memberships(self, profile_ids: Sequence[int]) -> dict[int, dict[int, int]]:
         rows = select_in(
             self._connection,
