@@ -33,7 +33,9 @@ from bench.user_facing import FULL_USERS, QUICK_USERS, run_fold, run_sustainable
 from bench.webhooks import run_webhooks
 from bench.webhooks import table as webhook_table
 
-PARTS = ("throughput", "sustainable", "fold", "webhooks")
+PARTS = ("throughput", "sustainable", "fold", "webhooks", "segments")
+# bench.segments' sizes: events folded, people they name, profiles the backfill covers.
+SEGMENT_SIZES = {"quick": (2_000, 500, 1_000), "full": (30_000, 10_000, 1_000_000)}
 
 
 def main() -> None:
@@ -89,6 +91,15 @@ def main() -> None:
         results["load_average"]["webhooks"] = [before, os.getloadavg()[0]]
     if "ceilings" in results and "sustainable" in results:
         _sustainable_against_minimal_server(results)
+    if "segments" in args.only:
+        from bench.segments import run_segments
+
+        before = os.getloadavg()[0]
+        sizes = SEGMENT_SIZES["quick" if args.quick else "full"]
+        results["segments"] = {
+            backend: run_segments(backend, *sizes) for backend in ("sqlite", "postgres")
+        }
+        results["load_average"]["segments"] = [before, os.getloadavg()[0]]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2))
     print(_table(results))
@@ -194,6 +205,16 @@ def _table(results: dict[str, Any]) -> str:
     lines += tables(results)
     if "webhooks" in results:
         lines += webhook_table(results["webhooks"])
+    for backend, figures in results.get("segments", {}).items():
+        backfill = figures["backfill"]
+        lines.append(
+            f"\nsegments, {backend}: fold {figures['fold_events_per_second_no_segments']:,}"
+            f" events/s with none, {figures['fold_events_per_second_50_segments']:,} with 50"
+            f" ({figures['ratio']} of it); append to feed p99"
+            f" {figures['feed_latency_ms']['p99']} ms; backfill of {backfill['profiles']:,}"
+            f" profiles {backfill['seconds']} s (slowest append meanwhile"
+            f" {backfill['slowest_append_ms']} ms)"
+        )
     loads = ", ".join(
         f"{part} {before:.1f} -> {after:.1f}"
         for part, (before, after) in results["load_average"].items()

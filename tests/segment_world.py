@@ -16,11 +16,11 @@ from eventfold.domain.profile_book import IdentityKey, ProfileBook
 from eventfold.domain.segments.evaluate import (
     PersonLeaves,
     Verdict,
-    is_member,
     leaf_from_events,
     resolve,
 )
 from eventfold.domain.segments.language import Condition, event_leaves, parse_condition
+from eventfold.domain.segments.predicates import is_member
 from eventfold.services.segments_fold import fold_segments
 from eventfold.storage.base import PendingEvent
 from eventfold.storage.segment_contract import (
@@ -140,6 +140,14 @@ class World:
     def profile_segments(self, profile_id: int) -> list[str]:
         raise NotImplementedError
 
+    def account_changes(
+        self, account_id: int, after: int, limit: int
+    ) -> list[tuple[int, str, int, str, int]]:
+        raise NotImplementedError
+
+    def last_segment_change(self) -> int:
+        raise NotImplementedError
+
     # --- the answer from scratch --------------------------------------------------------
 
     def conditions(self) -> dict[int, Condition]:
@@ -213,6 +221,11 @@ class MemoryRecords:
 
     def leaves(self, profile_ids: Sequence[int]) -> dict[int, PersonLeaves]:
         return {pid: self.world.leaves[pid] for pid in profile_ids if pid in self.world.leaves}
+
+    def next_changes(self, profile_ids: Sequence[int]) -> dict[int, int | None]:
+        return {
+            pid: self.world.next_change[pid] for pid in profile_ids if pid in self.world.next_change
+        }
 
     def memberships(self, profile_ids: Sequence[int]) -> dict[int, dict[int, int]]:
         return {

@@ -175,6 +175,10 @@ def test_an_sqlite_database_moves_to_postgresql_with_eventfold_migrate(
     storage = open_storage(settings)
     secret = storage.create_key("acme", now_ms(), rate_limit=1000)[1]
     with TestClient(create_app(build_services(settings, storage))) as client:
+        viewers = {"key": "viewers", "name": "v", "match": {"event": {"action": "view"}}}
+        assert (
+            client.post("/api/v0/segments", json=viewers, headers=auth(secret)).status_code == 201
+        )
         post_events(
             client,
             secret,
@@ -184,6 +188,8 @@ def test_an_sqlite_database_moves_to_postgresql_with_eventfold_migrate(
         )
         wait_for_fold(client)
         before_events = client.get("/api/v0/events", headers=auth(secret)).json()
+        before_feed = client.get("/api/v0/segments/viewers/changes", headers=auth(secret)).json()
+        assert len(before_feed["changes"]) == 2
         before_profile = client.get(
             "/api/v0/profiles", params={"email": "a@b.co"}, headers=auth(secret)
         ).json()
@@ -209,6 +215,11 @@ def test_an_sqlite_database_moves_to_postgresql_with_eventfold_migrate(
         ).json()
         assert after["id"] == before_profile["id"]
         assert after["eventCount"] == 3
+        assert after["segments"] == ["viewers"]
+        feed = client.get("/api/v0/segments/viewers/changes", headers=auth(secret)).json()
+        assert feed == before_feed  # the same positions, and the cursor still valid
+        more = {"key": "more", "name": "m", "match": {"event": {"action": "after"}}}
+        assert client.post("/api/v0/segments", json=more, headers=auth(secret)).status_code == 201
         newest = client.get("/api/v0/events", params={"limit": 1}, headers=auth(secret)).json()
         assert newest["events"][0]["action"] == "after"
     assert [r.rate_limit for r in storage.list_keys()] == [1000]

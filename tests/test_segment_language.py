@@ -14,8 +14,9 @@ from eventfold.domain.profile import (
     ProfileState,
     fold_events,
 )
-from eventfold.domain.segments.evaluate import Verdict, is_member, leaf_from_events
+from eventfold.domain.segments.evaluate import Verdict, leaf_from_events
 from eventfold.domain.segments.language import DefinitionError, event_leaves, parse_condition
+from eventfold.domain.segments.predicates import is_member
 
 NOW = 1_800_000_000_000
 HOUR = 3_600_000

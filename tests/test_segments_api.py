@@ -326,3 +326,31 @@ def test_deleted_segment_is_gone(client: TestClient, secret: str) -> None:
     response = client.delete("/api/v0/segments/vip", headers=auth(secret))
     assert response.status_code == 204
     assert client.get("/api/v0/segments/vip", headers=auth(secret)).status_code == 404
+
+
+def test_two_requests_for_one_new_key_at_once_give_one_segment_and_one_409(
+    storage: Storage, account_id: int
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from eventfold.errors import Conflict
+    from eventfold.services.segments import SegmentService
+    from eventfold.storage.base import Principal
+
+    service = SegmentService(storage)
+    principal = Principal("key", account_id, "acme")
+    body = (
+        b'{"key": "vip", "name": "v", "match": {"profile": "eventCount", "op": "gt", "value": 1}}'
+    )
+
+    def attempt(_: int) -> str:
+        try:
+            service.create(principal, body)
+        except Conflict:
+            return "409"
+        return "201"
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = sorted(pool.map(attempt, range(2)))
+    assert answers == ["201", "409"]
+    assert [r.key for r, _ in storage.list_segments(account_id)] == ["vip"]

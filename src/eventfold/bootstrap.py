@@ -107,6 +107,6 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
         webhooks=WebhookService(storage, settings.webhooks_allow_private),
         wire_types=validator.types,
         rejections=rejections,
-        debug_feed=DebugFeed(storage, rejections),
+        debug_feed=DebugFeed(storage, rejections, storage),
         segments=SegmentService(storage, loops.wake if loops is not None else lambda: None),
     )

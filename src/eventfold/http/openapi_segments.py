@@ -72,9 +72,9 @@ def segment_paths(ok: Any, error: Any, bad: Any, unauthorized: Any) -> dict[str,
             },
         },
         "/api/v0/segments/{key}": {
-            "parameters": [_KEY],
             "get": {
                 "summary": "Read one segment",
+                "parameters": [_KEY],
                 "responses": {
                     **ok("the segment", "SegmentView"),
                     "401": unauthorized,
@@ -83,6 +83,7 @@ def segment_paths(ok: Any, error: Any, bad: Any, unauthorized: Any) -> dict[str,
             },
             "put": {
                 "summary": "Replace a segment's definition (version + 1, evaluated again)",
+                "parameters": [_KEY],
                 "requestBody": body,
                 "responses": {
                     **ok("stored; status is preparing until evaluated", "SegmentView"),
@@ -95,6 +96,7 @@ def segment_paths(ok: Any, error: Any, bad: Any, unauthorized: Any) -> dict[str,
             },
             "delete": {
                 "summary": "Delete a segment, its members and its change feed",
+                "parameters": [_KEY],
                 "responses": {
                     "204": {"description": "deleted"},
                     "401": unauthorized,

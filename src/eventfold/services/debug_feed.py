@@ -1,5 +1,5 @@
 """The live feed behind the debugger page: an account's events as they are accepted and
-folded, and its rejected batches.
+folded, its segments' entries and exits, and its rejected batches.
 
 Accepted events come from the database, so every server process sees all of them;
 rejected batches are never stored and are kept in a small ring in each process, so the
@@ -20,6 +20,7 @@ from eventfold.domain.views import public_profile_id
 from eventfold.errors import EventfoldError, InvalidRequest
 from eventfold.services.profiles import event_view
 from eventfold.storage.base import EventQuery, Principal, ProfileStore
+from eventfold.storage.segment_contract import SegmentStore
 
 MAX_REJECTIONS_KEPT = 1_000
 MAX_EVENTS_PER_POLL = 200
@@ -68,18 +69,26 @@ class FeedCursor:
 
     last_seq: int
     last_rejection: int
+    last_change: int = 0  # segment feed position
     unfolded: set[int] = field(default_factory=set)
 
 
 class DebugFeed:
-    def __init__(self, store: ProfileStore, rejections: RejectionRing) -> None:
+    def __init__(
+        self, store: ProfileStore, rejections: RejectionRing, segments: SegmentStore
+    ) -> None:
         self._store = store
         self._rejections = rejections
+        self._segments = segments
 
     def start(self, principal: Principal) -> FeedCursor:
         """A cursor at "now": the feed shows what happens from here on."""
         newest = self._store.list_events(EventQuery(principal.account_id, limit=1))
-        return FeedCursor(newest[0].seq if newest else 0, self._rejections.latest_number())
+        return FeedCursor(
+            newest[0].seq if newest else 0,
+            self._rejections.latest_number(),
+            self._segments.last_segment_change(),
+        )
 
     def poll(self, principal: Principal, cursor: FeedCursor) -> Iterator[tuple[str, Any]]:
         """What happened since the cursor, as (kind, data): accepted, folded, rejected."""
@@ -99,6 +108,18 @@ class DebugFeed:
                 if profile_id is not None:
                     cursor.unfolded.discard(seq)
                     yield "folded", {"seq": seq, "profile": public_profile_id(profile_id)}
+        changes = self._segments.account_changes(account, cursor.last_change, MAX_EVENTS_PER_POLL)
+        for position, key, profile_id, change, at_ms in changes:
+            cursor.last_change = position
+            yield (
+                "segment",
+                {
+                    "segment": key,
+                    "profile": public_profile_id(profile_id),
+                    "change": change,
+                    "at": iso_from_ms(at_ms),
+                },
+            )
         for rejection in self._rejections.since(cursor.last_rejection, account):
             cursor.last_rejection = rejection.number
             yield (

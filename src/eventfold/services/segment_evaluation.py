@@ -20,19 +20,23 @@ from eventfold.domain.segments.evaluate import (
     LeafState,
     PersonLeaves,
     Verdict,
-    is_member,
     leaf_from_events,
     leaf_states,
     merge_leaves,
     resolve,
 )
 from eventfold.domain.segments.language import (
+    AllOf,
+    AnyOf,
     Condition,
     DefinitionError,
     EventLeaf,
+    NotOf,
+    ProfileLeaf,
     event_leaves,
     parse_condition,
 )
+from eventfold.domain.segments.predicates import Judgement, Predicate, compile_predicate
 from eventfold.storage.segment_contract import (
     MembershipChange,
     PersonVerdict,
@@ -41,7 +45,6 @@ from eventfold.storage.segment_contract import (
 )
 
 logger = logging.getLogger("eventfold.segments")
-_leaves_encoder = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,10 @@ class CompiledSegment:
     key: str
     version: int
     condition: Condition  # with the segments it names inlined
+    predicate: Predicate  # the condition compiled
+    # What the answer reads: profile fields, and event leaves by fingerprint.
+    fields: frozenset[str] = frozenset()
+    fingerprints: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -95,7 +102,17 @@ def _compile(records: list[SegmentRecord]) -> AccountSegments:
             condition = resolve(parsed[record.key], parsed)
         except KeyError:
             continue  # names a segment being deleted
-        compiled.segments.append(CompiledSegment(record.id, record.key, record.version, condition))
+        compiled.segments.append(
+            CompiledSegment(
+                record.id,
+                record.key,
+                record.version,
+                condition,
+                compile_predicate(condition),
+                frozenset(profile_fields(condition)),
+                frozenset(leaf.fingerprint for leaf in event_leaves(condition)),
+            )
+        )
         compiled.leaves.update((leaf.fingerprint, leaf) for leaf in event_leaves(condition))
     if len(_compiled) >= _MAX_COMPILED:
         _compiled.clear()
@@ -128,6 +145,7 @@ class Evaluation:
             return []
         stored = records.leaves(ids)
         members = records.memberships(ids)
+        next_changes = {} if self.save_all else records.next_changes(ids)
         leaves: dict[int, PersonLeaves] = {}
         for pid, (account, _) in people.items():
             if pid in self.brand_new:
@@ -147,14 +165,41 @@ class Evaluation:
         verdicts: list[PersonVerdict] = []
         for pid, (account, state) in sorted(people.items()):
             segments = self.accounts[account]
-            kept = {fp: s for fp, s in leaves[pid].items() if fp in segments.leaves}
-            kept = {fp: s for fp, s in kept.items() if fp not in stale[pid]}
-            current = leaf_states(kept, segments.leaves, self.step_events.get(pid, ()), now)
+            kept = leaves[pid]
+            if stale[pid] or not kept.keys() <= segments.leaves.keys():
+                kept = {
+                    fp: s
+                    for fp, s in kept.items()
+                    if fp in segments.leaves and fp not in stale[pid]
+                }
+            step_events = self.step_events.get(pid, ())
+            current = leaf_states(kept, segments.leaves, step_events, now)
             for fp in stale[pid]:
                 current[fp] = leaf_from_events(segments.leaves[fp], histories[pid], now)
+            due = next_changes.get(pid)
+            skip = None
+            if not (
+                self.save_all
+                or pid in self.brand_new
+                or pid not in stored
+                or pid in self.merged.values()
+                or (due is not None and due <= now)  # overdue: the timer's turn anyway
+            ):
+                moved = {fp for fp, s in current.items() if kept.get(fp) is not s}
+                changed = fields_changed_by(step_events)
+                skip = {
+                    s.id
+                    for s in segments.segments
+                    if not (s.fields & changed or s.fingerprints & moved)
+                }
             verdict = judge(
-                segments, pid, account, state, current, members.get(pid, {}), now, changes
+                segments, pid, account, state, current, members.get(pid, {}), now, changes, skip
             )
+            if skip and due is not None:
+                # A segment not looked at keeps its moment; an earlier one is harmless
+                # (the timer then looks at everything again).
+                moments = [m for m in (verdict.next_change_ms, due) if m is not None]
+                verdict = PersonVerdict(pid, account, current, min(moments))
             if (
                 self.save_all
                 or pid not in stored
@@ -184,12 +229,17 @@ def judge(
     members: Mapping[int, int],
     now: int,
     changes: list[MembershipChange],
+    skip: set[int] | None = None,
 ) -> PersonVerdict:
-    """Judges one person against every segment of the account; appends entries and
-    exits to ``changes``. A segment whose leaf state is unknown keeps its membership."""
+    """Judges one person against every segment of the account (but those in ``skip``,
+    whose inputs did not change); appends entries and exits to ``changes``. A segment
+    whose leaf state is unknown keeps its membership."""
     verdict = Verdict(now)
+    judgement = Judgement(state, leaves, verdict)
     for segment in segments.segments:
-        result = is_member(segment.condition, state, leaves, verdict)
+        if skip and segment.id in skip:
+            continue
+        result = segment.predicate(judgement)
         if result is None:
             continue
         was = segment.id in members
@@ -201,5 +251,36 @@ def judge(
     return PersonVerdict(profile_id, account_id, leaves, verdict.next_change)
 
 
+def fields_changed_by(events: Sequence[tuple[FoldInput, int]]) -> set[str]:
+    """The profile fields that folding these events can have changed."""
+    if not events:
+        return set()
+    changed = {"eventCount", "firstSeen", "lastSeen"}
+    for event, _ in events:
+        if event.email is not None:
+            changed.add("email")
+        if event.phoneNumber is not None:
+            changed.add("phoneNumber")
+        if event.locale is not None:
+            changed.add("locale")
+        if event.tags:
+            changed.add("tags")
+        if event.custom is not None:
+            for kind in ("string", "numeric", "date"):
+                changed.update(f"custom.{kind}.{f.key}" for f in getattr(event.custom, kind))
+    return changed
+
+
+def profile_fields(condition: Condition) -> set[str]:
+    """The profile fields a (resolved) condition reads."""
+    if isinstance(condition, ProfileLeaf):
+        return {condition.field}
+    if isinstance(condition, AllOf | AnyOf):
+        return set().union(*(profile_fields(c) for c in condition.children))
+    if isinstance(condition, NotOf):
+        return profile_fields(condition.child)
+    return set()
+
+
 def _differs(stored: PersonLeaves, verdict: PersonVerdict) -> bool:
-    return _leaves_encoder.encode(stored) != _leaves_encoder.encode(verdict.leaves)
+    return stored != verdict.leaves

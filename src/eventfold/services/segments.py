@@ -117,7 +117,15 @@ class SegmentService:
             )
             return _with_id(record, records.insert_segment(record))
 
-        created = self._store.segments_transaction(job)
+        try:
+            created = self._store.segments_transaction(job)
+        except Conflict:
+            raise
+        except Exception:
+            # Two requests for one new key at once: the second meets the unique key.
+            if any(r.key == wanted.key for r, _ in self._store.list_segments(account)):
+                raise Conflict(f"key: a segment {wanted.key!r} exists already") from None
+            raise
         self._on_change()
         return segment_view(created)
 

@@ -212,6 +212,7 @@ SEGMENTS = """
         WHERE feed_position IS NULL;
     CREATE INDEX segment_changes_feed ON segment_changes(segment_id, feed_position);
     CREATE INDEX segment_changes_by_age ON segment_changes(at);
+    CREATE INDEX segment_changes_by_account ON segment_changes(account_id, feed_position);
     INSERT INTO fold_state (name, value) VALUES ('segment_feed_position', 0)
 """
 

@@ -102,6 +102,9 @@ class SegmentRecords(Protocol):
     def leaves(self, profile_ids: Sequence[int]) -> dict[int, PersonLeaves]:
         """Each profile's event-leaf states (absent: none stored yet)."""
 
+    def next_changes(self, profile_ids: Sequence[int]) -> dict[int, int | None]:
+        """Each profile's stored next change moment (absent: no segment state stored)."""
+
     def memberships(self, profile_ids: Sequence[int]) -> dict[int, dict[int, int]]:
         """Each profile's segments (segment id -> since)."""
 
@@ -134,6 +137,15 @@ class SegmentStore(Protocol):
     def segment_changes(self, segment_id: int, after: int, limit: int) -> list[FeedEntry]:
         """The segment's changes after feed position ``after``, oldest first (changes
         committed since the last call are given positions first, in commit order)."""
+
+    def account_changes(
+        self, account_id: int, after: int, limit: int
+    ) -> list[tuple[int, str, int, str, int]]:
+        """The account's changes with a feed position after ``after``, oldest first, as
+        (position, segment key, profile id, change, at) (for the debugger)."""
+
+    def last_segment_change(self) -> int:
+        """The last feed position given out."""
 
     def profile_segments(self, profile_id: int) -> list[str]:
         """The keys of the segments a profile is in."""

@@ -9,7 +9,8 @@ leaf can flip is always known: that is the moment the timer looks at the person 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import operator
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -25,7 +26,6 @@ from eventfold.domain.segments.language import (
     Condition,
     EventLeaf,
     NotOf,
-    ProfileLeaf,
     SegmentLeaf,
 )
 
@@ -70,29 +70,6 @@ def resolve(condition: Condition, definitions: Mapping[str, Condition]) -> Condi
     return condition
 
 
-def is_member(
-    condition: Condition, state: ProfileState, leaves: Mapping[str, LeafState], verdict: Verdict
-) -> bool | None:
-    """Whether the person matches the (resolved) condition; None when an event leaf's
-    state is not known for them yet (a backfill is on its way)."""
-    if isinstance(condition, AllOf | AnyOf):
-        results = [is_member(c, state, leaves, verdict) for c in condition.children]
-        if any(result is None for result in results):
-            return None
-        return all(results) if isinstance(condition, AllOf) else any(results)
-    if isinstance(condition, NotOf):
-        inner = is_member(condition.child, state, leaves, verdict)
-        return None if inner is None else not inner
-    if isinstance(condition, ProfileLeaf):
-        return _test_values(condition.test, profile_values(state, condition.field), verdict)
-    if isinstance(condition, EventLeaf):
-        leaf_state = leaves.get(condition.fingerprint)
-        if leaf_state is None:
-            return None
-        return _test_leaf(condition, leaf_state, verdict)
-    raise TypeError(f"unresolved segment leaf {condition!r}")
-
-
 # --- event leaves --------------------------------------------------------------------
 
 
@@ -103,23 +80,28 @@ def leaf_states(
     now: int,
 ) -> PersonLeaves:
     """``leaves`` with these (event, timestamp) added to each known leaf, and windows
-    cut to ``now`` (what fell out of a window can never count again)."""
-    updated = {fp: LeafState(s.count, s.total, list(s.recent)) for fp, s in leaves.items()}
+    cut to ``now`` (what fell out of a window can never count again). States that do not
+    change are shared with ``leaves``, never modified."""
     events = list(events)
-    for fp, state in updated.items():
+    by_action: dict[str, list[tuple[FoldInput, int]]] = {}
+    for event, at in events:
+        by_action.setdefault(event.action, []).append((event, at))
+    updated = dict(leaves)
+    for fp, state in leaves.items():
         leaf = definitions.get(fp)
         if leaf is None:
             continue
-        for event, at in events:
-            if event_matches(leaf, event):
-                amount = event_amount(leaf, event)
-                if leaf.window_ms is None:
-                    state.count += 1
-                    state.total += amount
-                else:
-                    state.recent.append((at, amount))
-        if leaf.window_ms is not None:
-            state.recent = sorted(e for e in state.recent if e[0] >= now - leaf.window_ms)
+        candidates = events if leaf.action is None else by_action.get(leaf.action, ())
+        matched = [(at, event_amount(leaf, ev)) for ev, at in candidates if event_matches(leaf, ev)]
+        if leaf.window_ms is None:
+            if matched:
+                total = state.total + sum(amount for _, amount in matched)
+                updated[fp] = LeafState(state.count + len(matched), total)
+            continue
+        start = now - leaf.window_ms
+        if matched or (state.recent and state.recent[0][0] < start):
+            kept = [e for e in state.recent if e[0] >= start]
+            updated[fp] = LeafState(recent=sorted(kept + [m for m in matched if m[0] >= start]))
     return updated
 
 
@@ -139,36 +121,30 @@ def leaf_from_events(
     leaf: EventLeaf, events: Iterable[tuple[FoldInput, int]], now: int
 ) -> LeafState:
     """The leaf's state built from all the person's events."""
-    return leaf_states({leaf.fingerprint: LeafState()}, {leaf.fingerprint: leaf}, events, now)[
-        leaf.fingerprint
-    ]
+    fp = leaf.fingerprint
+    return leaf_states({fp: LeafState()}, {fp: leaf}, events, now)[fp]
+
+
+_filters: dict[str, tuple[tuple[str, Callable[[list[Any]], bool]], ...]] = {}
 
 
 def event_matches(leaf: EventLeaf, event: FoldInput) -> bool:
     if leaf.action is not None and event.action != leaf.action:
         return False
-    return all(_test_values(f.test, event_values(event, f.field), None) for f in leaf.where)
+    if not leaf.where:
+        return True
+    filters = _filters.get(leaf.fingerprint)
+    if filters is None:
+        filters = _filters[leaf.fingerprint] = tuple(
+            (f.field, values_check(f.test)) for f in leaf.where
+        )
+    return all(check(event_values(event, name)) for name, check in filters)
 
 
 def event_amount(leaf: EventLeaf, event: FoldInput) -> int:
     if leaf.sum_field is None:
         return 0
     return sum(_millionths(v) for v in event_values(event, leaf.sum_field))
-
-
-def _test_leaf(leaf: EventLeaf, state: LeafState, verdict: Verdict) -> bool:
-    if leaf.window_ms is None:
-        count, total = state.count, state.total
-    else:
-        now, start = verdict.now, verdict.now - leaf.window_ms
-        inside = [(at, amount) for at, amount in state.recent if start <= at <= now]
-        count, total = len(inside), sum(amount for _, amount in inside)
-        for at, _ in state.recent:
-            verdict.change_at(at)  # a future-stamped event enters the window
-            verdict.change_at(at + leaf.window_ms + 1)  # and leaves it
-    if leaf.sum_field is None:
-        return _compare(leaf.test, count)
-    return _compare_millionths(leaf.test, total)
 
 
 # --- fields --------------------------------------------------------------------------
@@ -235,67 +211,45 @@ def _date_ms(value: Any) -> int | None:
 
 # --- comparisons ---------------------------------------------------------------------
 
+_ORDERS: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+    "before": operator.lt,
+    "after": operator.gt,
+}
 
-def _test_values(test: Comparison, values: list[Any], verdict: Verdict | None) -> bool:
+
+def value_check(test: Comparison) -> Callable[[Any], bool]:
+    """A test of one value (not ``exists``, ``within`` or ``notWithin``)."""
     op, expected = test.op, test.value
-    if op == "exists":
-        return bool(values) == bool(expected)
-    if op in ("within", "notWithin"):
-        assert verdict is not None  # never inside an event's where (see language)
-        now, found = verdict.now, False
-        for value in values:
-            verdict.change_at(value)
-            verdict.change_at(value + expected + 1)
-            inside = now - expected <= value <= now
-            found = found or (inside if op == "within" else not inside)
-        return found
-    return any(_compare_one(op, expected, value) for value in values)
-
-
-def _compare_one(op: str, expected: Any, value: Any) -> bool:
-    if op in ("eq", "ne", "gt", "gte", "lt", "lte", "between"):
-        return _compare(Comparison(op, expected), value)
+    if op in _ORDERS:
+        order = _ORDERS[op]
+        return lambda value: bool(order(value, expected))
+    if op == "between":
+        low, high = expected
+        return lambda value: bool(low <= value <= high)
     if op == "in":
-        return bool(value in expected)
+        return lambda value: value in expected
     if op == "has":
-        return bool(value == expected)
+        return lambda value: bool(value == expected)
     if op == "contains":
-        return bool(expected in value) if isinstance(value, str) else bool(value == expected)
+        return lambda value: isinstance(value, str) and expected in value
     if op == "startsWith":
-        return isinstance(value, str) and value.startswith(expected)
-    if op == "before":
-        return bool(value < expected)
-    if op == "after":
-        return bool(value > expected)
-    raise ValueError(f"unknown operator {op}")
+        return lambda value: isinstance(value, str) and value.startswith(expected)
+    raise ValueError(f"operator {op} has no value test")
 
 
-def _compare(test: Comparison, value: Any) -> bool:
-    op, expected = test.op, test.value
-    if op == "eq":
-        return bool(value == expected)
-    if op == "ne":
-        return bool(value != expected)
-    if op == "gt":
-        return bool(value > expected)
-    if op == "gte":
-        return bool(value >= expected)
-    if op == "lt":
-        return bool(value < expected)
-    if op == "lte":
-        return bool(value <= expected)
-    low, high = expected
-    return bool(low <= value <= high)
-
-
-def _compare_millionths(test: Comparison, total: int) -> bool:
-    expected = test.value
-    converted = (
-        (_millionths(expected[0]), _millionths(expected[1]))
-        if isinstance(expected, tuple)
-        else _millionths(expected)
-    )
-    return _compare(Comparison(test.op, converted), total)
+def values_check(test: Comparison) -> Callable[[list[Any]], bool]:
+    """A test of a field's values that needs no clock: ``exists``, or any value passes."""
+    if test.op == "exists":
+        wanted = bool(test.value)
+        return lambda values: bool(values) is wanted
+    check = value_check(test)
+    return lambda values: any(check(value) for value in values)
 
 
 def _millionths(value: float) -> int:
