@@ -21,12 +21,14 @@ import httpx2
 import pytest
 from bench.nats_cluster import NatsCluster, nats_server_binary
 
+from eventfold.clock import now_ms
 from eventfold.domain.limits import Limits
 from eventfold.domain.validation import BatchValidator
 from eventfold.errors import Overloaded
+from eventfold.services.fold import FoldService
 from eventfold.services.fold_lag import FoldLagGauge
 from eventfold.services.ingest import IngestService
-from eventfold.storage.base import FoldLag, Principal
+from eventfold.storage.base import FoldLag, Principal, Storage
 from tests.databases import fresh_database
 from tests.servers import Served, served
 
@@ -120,6 +122,59 @@ def test_a_fold_that_folds_nothing_has_no_rate_to_predict_from() -> None:
     fold.backlog.events = 1_000
     assert fold.run(readings=4, accepted=500, folded=0) is None
     assert fold.predicted_wait() is None
+
+
+class CountedBacklog(ScriptedBacklog):
+    """A backlog whose database also counts the events every fold loop has folded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folded = 0
+
+    async def backlog(self, now_ms: int) -> FoldLag:
+        return FoldLag(self.events, self.seconds, folded=self.folded)
+
+
+@pytest.mark.parametrize(("counted", "expected_wait"), [(True, 2.75), (False, 5.5)])
+def test_another_api_nodes_acceptances_do_not_lower_the_folds_measured_rate(
+    counted: bool, expected_wait: float
+) -> None:
+    """Two API nodes each accept 500 events a half second and the fold folds 1,000
+    (2,000 events/s), the backlog holding at 5,000. Counting what was folded, this node
+    measures 2,000 events/s; from the fall of the backlog and its own acceptances alone
+    (a log that keeps no count) it measures half, and predicts twice the wait."""
+    backlog = CountedBacklog() if counted else ScriptedBacklog()
+    clock = Clock(100)
+    gauge = FoldLagGauge(backlog, 0.5, clock.monotonic, clock.wall_ms)  # type: ignore[arg-type]
+    backlog.events = 5_000
+
+    async def read() -> float | None:
+        wait = None
+        for _ in range(5):
+            clock.seconds += 0.5
+            wait = (await gauge.outlook()).predicted_wait_seconds
+            gauge.accepted(500)  # this node; the other node's 500 it never sees
+            if isinstance(backlog, CountedBacklog):
+                backlog.folded += 1_000
+        return wait
+
+    asyncio.run(read())
+    # 5,000 ahead at the last reading, plus this node's 500 since.
+    assert asyncio.run(gauge.outlook()).predicted_wait_seconds == pytest.approx(expected_wait)
+
+
+def test_the_database_counts_the_events_every_fold_loop_folded(
+    storage: Storage, account_id: int
+) -> None:
+    validator = BatchValidator(Limits())
+    body = b'{"events": [{"action": "a", "email": "a@b.co"}, {"action": "b", "email": "c@d.co"}]}'
+    before = storage.fold_lag(now_ms()).folded
+    assert before is not None
+    for _ in range(3):
+        asyncio.run(storage.append(account_id, now_ms(), validator.validate(body, now_ms())))
+    assert storage.fold_lag(now_ms()).folded == before  # accepted, not folded yet
+    assert FoldService(storage).fold_pending(100) == 6
+    assert storage.fold_lag(now_ms()).folded == before + 6
 
 
 def test_the_folds_rate_carries_over_to_the_next_backlog() -> None:

@@ -4,9 +4,10 @@ Ingest's backpressure and ``/healthz``, ``/readyz`` and ``/metrics`` all ask; th
 answer is read at most every ``max_age_seconds`` (one read at a time, the others wait
 for it), so a busy server does not count the backlog once per request.
 
-The readings, with the events this process accepted between them, also measure how
-many events the fold folds per second, from which ingest predicts how long an event
-accepted now waits before it is in its profile (``FoldOutlook``).
+The readings also measure how many events the fold folds per second (from the count of
+events every fold loop has folded, which the database keeps), from which ingest
+predicts how long an event accepted now waits before it is in its profile
+(``FoldOutlook``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class _Reading:
     at: float  # wall-clock seconds when the backlog was read
     events: int  # unfolded events then
     accepted: int  # events this process had accepted by then
+    folded: int | None  # events every fold loop had folded by then, if known
 
 
 class FoldLagGauge:
@@ -105,7 +107,7 @@ class FoldLagGauge:
         try:
             reading_at_ms, accepted = self._wall_ms(), self._accepted
             lag = await self._log.backlog(reading_at_ms)
-            self._remember(_Reading(reading_at_ms / 1000, lag.events, accepted))
+            self._remember(_Reading(reading_at_ms / 1000, lag.events, accepted, lag.folded))
             self._last, self._read_at = lag, self._monotonic()
             return lag
         finally:
@@ -119,15 +121,21 @@ class FoldLagGauge:
 
     def _measure_rate(self) -> None:
         """Events folded per second between readings that both saw a backlog (the fold
-        was at work all along): the fall of the count plus what this process accepted
-        meanwhile. Other processes' acceptances are not seen here, so this is a floor:
-        it errs towards refusing. Readings with no backlog leave the last rate as it
-        was; a backlog that was not folded at all over the window leaves no rate (a
-        stopped fold, for which ingest falls back to the oldest event's age)."""
+        was at work all along): the growth of the database's count of folded events.
+        Without that count (a log that does not keep one), the fall of the backlog plus
+        what this process accepted meanwhile: other processes' acceptances are not seen
+        there, so that is a floor, and with two API nodes it fell to a tenth of the
+        fold's true rate (1,400 s predicted where events took 3 s). Readings with no
+        backlog leave the last rate as it was; a backlog that was not folded at all over
+        the window leaves no rate (a stopped fold, for which ingest falls back to the
+        oldest event's age)."""
         folded, busy = 0, 0.0
         for before, after in pairwise(self._readings):
             if before.events and after.events:
-                folded += before.events - after.events + (after.accepted - before.accepted)
+                if before.folded is not None and after.folded is not None:
+                    folded += after.folded - before.folded
+                else:
+                    folded += before.events - after.events + (after.accepted - before.accepted)
                 busy += after.at - before.at
         if busy > 0:
             self._rate = folded / busy if folded > 0 else None

@@ -73,6 +73,8 @@ class FoldLag:
     events: int
     seconds: float
     quarantined: int = 0  # events set aside because they failed to fold
+    # Events folded so far by every fold loop on the database, ever (None: not known).
+    folded: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

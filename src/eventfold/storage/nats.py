@@ -315,7 +315,7 @@ class NatsLog:
             waited = (now_ms - oldest.time.timestamp() * 1000) / 1000
             seconds = max(seconds, waited)
         events = self._events_in_stream(state.messages, state.bytes, oldest)
-        return FoldLag(folding.events + events, seconds, folding.quarantined)
+        return FoldLag(folding.events + events, seconds, folding.quarantined, folding.folded)
 
     def _events_in_stream(
         self, messages: int, stored_bytes: int, oldest: api.RawStreamMsg | None

@@ -31,7 +31,7 @@ from eventfold.storage.batch_records import decode_events
 from eventfold.storage.identity_keys import indexed_value
 from eventfold.storage.segment_contract import SegmentRecords
 from eventfold.storage.sql import SqlConnection
-from eventfold.storage.sql_log import first_holding
+from eventfold.storage.sql_log import count_folded, first_holding
 from eventfold.storage.sql_profiles import execute_values, load_by_identifier, select_in
 from eventfold.storage.sql_webhooks import queue_matched_events
 
@@ -251,6 +251,7 @@ class SqlFoldTransaction:
                 for pending, pid in folded
             ],
         )
+        count_folded(connection, len(folded))
         if self._last_id is not None:
             connection.execute(
                 "INSERT INTO fold_state (name, value) VALUES (?, ?)"

@@ -9,6 +9,9 @@ numbers a batch: ``SqlBase._append_batch``).
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 from collections.abc import Iterable, Sequence
 
 from eventfold.storage.base import FoldLag, QuarantinedEvent
@@ -121,5 +124,21 @@ def fold_lag(connection: SqlConnection, now_ms: int) -> FoldLag:
     behind = connection.execute("SELECT coalesce(sum(event_count), 0) FROM batches").fetchone()
     oldest = connection.execute("SELECT received_at FROM batches ORDER BY seq LIMIT 1").fetchone()
     set_aside = connection.execute("SELECT count(*) FROM quarantined_events").fetchone()
+    folded = connection.execute("SELECT coalesce(sum(folded), 0) FROM fold_progress").fetchone()
     waited = max(0.0, (now_ms - oldest[0]) / 1000) if oldest else 0.0
-    return FoldLag(events=int(behind[0]), seconds=waited, quarantined=int(set_aside[0]))
+    return FoldLag(
+        events=int(behind[0]),
+        seconds=waited,
+        quarantined=int(set_aside[0]),
+        folded=int(folded[0]),
+    )
+
+
+def count_folded(connection: SqlConnection, events: int) -> None:
+    """Adds ``events`` to this fold loop's count of events folded (in its transaction)."""
+    folder = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    connection.execute(
+        "INSERT INTO fold_progress (folder, folded) VALUES (?, ?) ON CONFLICT (folder)"
+        " DO UPDATE SET folded = fold_progress.folded + excluded.folded",
+        (folder, events),
+    )
