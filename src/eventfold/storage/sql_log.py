@@ -1,10 +1,12 @@
 """The log of accepted batches in SQL both backends speak (``?`` placeholders): what
-the fold has not taken yet, how far behind it is, splitting a batch that fails to fold,
-and the quarantine of events that cannot be folded (kept as batches of one event, so
-that a retry puts them back as they were).
+the fold has not taken yet, how far behind it is and how much it has folded, splitting
+a batch that fails to fold, and the quarantine of events that cannot be folded (kept as
+batches of one event, so that a retry puts them back as they were).
 
 Each function runs on a connection the caller owns. Appending is the backend's (how it
-numbers a batch: ``SqlBase._append_batch``).
+numbers a batch: ``SqlBase._append_batch``). Functions that take a batch off the log
+take ``lock``, the backend's row lock for claims ("FOR UPDATE SKIP LOCKED" on
+PostgreSQL): a batch another fold holds is left to it, never split or set aside under it.
 """
 
 from __future__ import annotations
@@ -44,10 +46,11 @@ def first_holding(rows: Iterable[tuple[int, int]], max_events: int) -> list[int]
     return taken
 
 
-def split_batch(connection: SqlConnection, seq: int) -> list[int]:
+def split_batch(connection: SqlConnection, seq: int, lock: str) -> list[int]:
     """Replaces the batch at ``seq`` by batches of one event at their positions."""
     row = connection.execute(
-        "SELECT account_id, received_at, event_count, body FROM batches WHERE seq = ?", (seq,)
+        "SELECT account_id, received_at, event_count, body FROM batches WHERE seq = ?" + lock,
+        (seq,),
     ).fetchone()
     if row is None:
         return []
@@ -66,8 +69,13 @@ def split_batch(connection: SqlConnection, seq: int) -> list[int]:
     return [seq + index for index in range(len(events))]
 
 
-def quarantine(connection: SqlConnection, seq: int, error: str, now_ms: int) -> None:
+def quarantine(connection: SqlConnection, seq: int, error: str, now_ms: int, lock: str) -> None:
     """Takes the batch (of one event) off the log and sets it aside with the error."""
+    if (
+        connection.execute("SELECT seq FROM batches WHERE seq = ?" + lock, (seq,)).fetchone()
+        is None
+    ):
+        return  # folded meanwhile, or held by a fold now
     connection.execute(
         f"INSERT INTO quarantined_events ({_RECORD}, error, quarantined_at)"
         f" SELECT {_RECORD}, ?, ? FROM batches WHERE seq = ?"

@@ -139,11 +139,17 @@ class SqlStorage(SqlSegmentStore, SqlKeys, SqlWebhooks):
             return sql_log.pending_batches(connection, max_events)
 
     def split_batch(self, seq: int) -> list[int]:
-        split: list[int] = self._run_fold(lambda connection: sql_log.split_batch(connection, seq))
+        lock = self._fold_locking.claim_suffix
+        split: list[int] = self._run_fold(
+            lambda connection: sql_log.split_batch(connection, seq, lock)
+        )
         return split
 
     def quarantine(self, seq: int, error: str) -> None:
-        self._run_fold(lambda connection: sql_log.quarantine(connection, seq, error, current_ms()))
+        lock = self._fold_locking.claim_suffix
+        self._run_fold(
+            lambda connection: sql_log.quarantine(connection, seq, error, current_ms(), lock)
+        )
 
     def quarantined(self, limit: int) -> list[QuarantinedEvent]:
         with self._reading() as connection:
