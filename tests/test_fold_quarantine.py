@@ -3,22 +3,28 @@ error, everything else folds on, and an operator can retry it once the cause is 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 from starlette.testclient import TestClient
 
 from eventfold.cli import main
 from eventfold.clock import now_ms
+from eventfold.domain.limits import Limits
+from eventfold.domain.validation import BatchValidator
 from eventfold.errors import StorageUnavailable
 from eventfold.services.fold import FoldService
 from eventfold.settings import Settings
+from eventfold.storage import open_storage
 from eventfold.storage.base import EventQuery, FoldStep, Storage
 from eventfold.storage.sqlite import SqliteStorage
 from tests.conftest import auth, post_events, wait_for_fold
+from tests.databases import fresh_database
 
 POISON = "poison@example.com"
 
@@ -177,3 +183,26 @@ def test_a_poison_event_is_taken_out_of_its_batch_and_the_rest_of_the_batch_fold
     seqs = [e.seq for e in storage.list_events(EventQuery(account_id, limit=10, ascending=True))]
     assert seqs[1] == set_aside.seq
     assert seqs == [seqs[0], seqs[0] + 1, seqs[0] + 2]
+
+
+def test_a_batch_another_fold_holds_is_neither_split_nor_set_aside(tmp_path: Path) -> None:
+    """PostgreSQL: while one fold holds a batch (its claim's row lock), another fold's
+    failure path leaves it alone instead of splitting or quarantining it under it."""
+    with fresh_database("postgres", tmp_path) as url:
+        storage = open_storage(Settings(database_url=url, fold_in_server=False))
+        try:
+            storage.create_key("acme", now_ms())
+            body = b'{"events": [{"action": "a", "email": "a@b.co"}, {"action": "b",'
+            body += b' "email": "c@d.co"}]}'
+            events = BatchValidator(Limits()).validate(body, now_ms())
+            asyncio.run(storage.append(1, now_ms(), events))
+            [seq] = storage.pending_batches(10)
+            with psycopg.connect(url) as holder:  # another fold's claim, in flight
+                holder.execute("SELECT seq FROM batches WHERE seq = %s FOR UPDATE", (seq,))
+                assert storage.split_batch(seq) == []
+                storage.quarantine(seq, "a failure seen by the other fold")
+                assert storage.quarantined(10) == []
+            assert storage.pending_batches(10) == [seq]  # still one batch of two events
+            assert FoldService(storage).fold_pending(10) == 2
+        finally:
+            storage.close()
