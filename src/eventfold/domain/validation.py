@@ -265,10 +265,21 @@ def _split_unknown_fields(
             for p in products
         ]
         known["products"] = [
-            {k: v for k, v in p.items() if k in PRODUCT_FIELDS} if isinstance(p, dict) else p
+            _whole_number_id({k: v for k, v in p.items() if k in PRODUCT_FIELDS})
+            if isinstance(p, dict)
+            else p
             for p in products
         ]
     return known, extras, product_extras
+
+
+def _whole_number_id(product: dict[str, Any]) -> dict[str, Any]:
+    """JSON has one kind of number: an id written 42.0 is the integer 42 (JSON Schema, and
+    so the OpenAPI document, says the same); 42.5 stays a float, to be rejected."""
+    value = product.get("id")
+    if isinstance(value, float) and value.is_integer():
+        product["id"] = int(value)
+    return product
 
 
 def _locate(path: str, error: msgspec.ValidationError) -> tuple[str, str]:

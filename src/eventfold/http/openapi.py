@@ -3,6 +3,7 @@ encodes, so that it cannot drift from what the server does."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -10,6 +11,15 @@ import msgspec
 from eventfold import __version__
 from eventfold.domain.events import WireTypes
 from eventfold.domain.profile import ProfileView
+from eventfold.http.openapi_rules import (
+    DATE_TIME,
+    ONE_PERSON,
+    apply_event_rules,
+    apply_segment_rules,
+    apply_webhook_rules,
+    person_parameters,
+    stored_event,
+)
 from eventfold.http.openapi_segments import SEGMENT_TYPES, segment_paths, segment_schemas
 
 REF = "#/components/schemas/{name}"
@@ -121,16 +131,8 @@ _UNAUTHORIZED = _error(
 )
 _BAD = _error("a malformed request; the message names the field")
 _RETRY = {"Retry-After": "seconds to wait before retrying"}
-_PERSON = [
-    {
-        "name": kind,
-        "in": "query",
-        "required": False,
-        "schema": {"type": "string"},
-        "description": f"the person's {kind} (exactly one of email, phoneNumber, profileId)",
-    }
-    for kind in ("email", "phoneNumber", "profileId")
-]
+_PERSON = person_parameters("(exactly one of email, phoneNumber, profileId)")
+_PERSON_FILTER = person_parameters("(at most one of email, phoneNumber, profileId)")
 
 
 def build_openapi(types: WireTypes) -> dict[str, Any]:
@@ -155,20 +157,10 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
     # Events and products keep fields the API does not know; one identifier is required.
     for name in ("Event", "Product"):
         schemas[name].pop("additionalProperties", None)
-    schemas["Event"]["anyOf"] = [{"required": ["email"]}, {"required": ["phoneNumber"]}]
-    schemas["EventPage"]["properties"]["events"]["items"] = {
-        "allOf": [
-            {"$ref": REF.format(name="Event")},
-            {
-                "type": "object",
-                "required": ["receivedAt", "foldedIntoProfile"],
-                "properties": {
-                    "receivedAt": {"type": "string", "format": "date-time"},
-                    "foldedIntoProfile": {"anyOf": [{"type": "string"}, {"type": "null"}]},
-                },
-            },
-        ]
-    }
+    apply_event_rules(schemas, datetime.now(UTC).year)
+    apply_segment_rules(schemas)
+    apply_webhook_rules(schemas)
+    schemas["EventPage"]["properties"]["events"]["items"] = stored_event(schemas["Event"])
     return {
         "openapi": "3.1.0",
         "info": {"title": "eventfold Custom Event API", "version": __version__},
@@ -211,6 +203,9 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
                 },
                 "get": {
                     "summary": "List the account's stored events, newest (or oldest) first",
+                    "description": "Narrowed to one person by at most one of email, "
+                    "phoneNumber and profileId (OpenAPI cannot say 'at most one of'; "
+                    "the server answers 400 when several are given).",
                     "parameters": [
                         {
                             "name": "order",
@@ -244,15 +239,15 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
                             "name": "startDateTime",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "string", "format": "date-time"},
+                            "schema": DATE_TIME,
                         },
                         {
                             "name": "endDateTime",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "string", "format": "date-time"},
+                            "schema": DATE_TIME,
                         },
-                        *_PERSON,
+                        *_PERSON_FILTER,
                     ],
                     "responses": {
                         **_ok("a page of events", "EventPage"),
@@ -264,6 +259,7 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
             "/api/v0/profiles": {
                 "get": {
                     "summary": "Read one person's profile",
+                    "description": ONE_PERSON,
                     "parameters": _PERSON,
                     "responses": {
                         **_ok("the profile", "ProfileView"),
@@ -274,6 +270,7 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
                 },
                 "delete": {
                     "summary": "Erase one person: profile, identifiers and events",
+                    "description": ONE_PERSON,
                     "parameters": _PERSON,
                     "responses": {
                         **_ok("erased (or never known)", "Accepted", "202"),

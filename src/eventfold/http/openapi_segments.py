@@ -38,7 +38,7 @@ _LANGUAGE = (
 def segment_schemas(schemas: dict[str, Any]) -> None:
     """Describes ``match`` as the language's JSON (checked by the server, with paths)."""
     condition = {"type": "object", "description": _LANGUAGE}
-    schemas["SegmentBody"]["properties"]["match"] = condition
+    schemas["SegmentBody"]["properties"]["match"] = dict(condition)
     schemas["SegmentView"]["properties"]["match"] = condition
     key = schemas["SegmentBody"]["properties"]["key"]
     key.update({"pattern": "^[a-z0-9_-]{1,64}$"})
