@@ -11,9 +11,9 @@ import msgspec
 from eventfold import __version__
 from eventfold.domain.events import WireTypes
 from eventfold.domain.profile import ProfileView
+from eventfold.http.openapi_profiles import profile_paths
 from eventfold.http.openapi_rules import (
     DATE_TIME,
-    ONE_PERSON,
     apply_event_rules,
     apply_segment_rules,
     apply_webhook_rules,
@@ -131,7 +131,6 @@ _UNAUTHORIZED = _error(
 )
 _BAD = _error("a malformed request; the message names the field")
 _RETRY = {"Retry-After": "seconds to wait before retrying"}
-_PERSON = person_parameters("(exactly one of email, phoneNumber, profileId)")
 _PERSON_FILTER = person_parameters("(at most one of email, phoneNumber, profileId)")
 
 
@@ -256,51 +255,7 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
                     },
                 },
             },
-            "/api/v0/profiles": {
-                "get": {
-                    "summary": "Read one person's profile",
-                    "description": ONE_PERSON,
-                    "parameters": _PERSON,
-                    "responses": {
-                        **_ok("the profile", "ProfileView"),
-                        "400": _BAD,
-                        "401": _UNAUTHORIZED,
-                        "404": _error("no such person"),
-                    },
-                },
-                "delete": {
-                    "summary": "Erase one person: profile, identifiers and events",
-                    "description": ONE_PERSON,
-                    "parameters": _PERSON,
-                    "responses": {
-                        **_ok("erased (or never known)", "Accepted", "202"),
-                        "400": _BAD,
-                        "401": _UNAUTHORIZED,
-                        "503": _error("the store cannot take writes now", **_RETRY),
-                    },
-                },
-            },
-            "/api/v0/profiles/{profile_id}": {
-                "get": {
-                    "summary": "Read a profile by eventfold's own id (prof_…)",
-                    "description": "A profile that was merged into another answers 404 with "
-                    "mergedInto: the id of the profile it lives on in.",
-                    "parameters": [
-                        {
-                            "name": "profile_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "pattern": "^prof_[0-9]{1,18}$"},
-                        }
-                    ],
-                    "responses": {
-                        **_ok("the profile", "ProfileView"),
-                        "400": _BAD,
-                        "401": _UNAUTHORIZED,
-                        "404": _error("no such profile, or merged into mergedInto"),
-                    },
-                }
-            },
+            **profile_paths(_ok, _error, _BAD, _UNAUTHORIZED),
             **webhook_paths(REF, _error, _BAD, _UNAUTHORIZED),
             "/healthz": {
                 "get": {
