@@ -3,7 +3,6 @@ encodes, so that it cannot drift from what the server does."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -156,7 +155,7 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
     # Events and products keep fields the API does not know; one identifier is required.
     for name in ("Event", "Product"):
         schemas[name].pop("additionalProperties", None)
-    apply_event_rules(schemas, datetime.now(UTC).year)
+    apply_event_rules(schemas)
     apply_segment_rules(schemas)
     apply_webhook_rules(schemas)
     schemas["EventPage"]["properties"]["events"]["items"] = stored_event(schemas["Event"])
