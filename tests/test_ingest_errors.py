@@ -234,3 +234,22 @@ def test_a_product_id_written_as_a_whole_float_is_that_integer(
     body["events"][0]["products"] = [{"id": 42.5}]
     response = client.post("/api/v0/events", json=body, headers=auth(secret))
     assert "events[0].products[0].id" in str(assert_error(response, 400)["message"])
+
+
+def test_an_email_is_at_most_254_characters_as_sent_like_the_documents_max_length(
+    client: TestClient, secret: str, storage: Storage, account_id: int
+) -> None:
+    fits = "a" * 244 + "@b.example"  # 254 characters
+    padded = " " + fits  # 255 as sent, 254 once trimmed
+    document = client.get("/openapi.json").json()
+    email = document["components"]["schemas"]["Event"]["properties"]["email"]["anyOf"][0]
+    assert email["maxLength"] == len(fits)
+    response = client.post(
+        "/api/v0/events", json={"events": [{"action": "a", "email": fits}]}, headers=auth(secret)
+    )
+    assert response.status_code == 202, response.text
+    response = client.post(
+        "/api/v0/events", json={"events": [{"action": "a", "email": padded}]}, headers=auth(secret)
+    )
+    assert "events[0].email" in str(assert_error(response, 400)["message"])
+    assert [event["email"] for event in stored(storage, account_id)] == [fits]

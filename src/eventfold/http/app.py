@@ -115,7 +115,9 @@ async def openapi(request: Request) -> Response:
     services: Services = request.app.state.services
     document = getattr(request.app.state, "openapi", None)
     if document is None:
-        document = request.app.state.openapi = build_openapi(services.wire_types)
+        document = request.app.state.openapi = build_openapi(
+            services.wire_types, services.settings.limits.max_events_per_batch
+        )
     return json_response(document)
 
 

@@ -133,8 +133,8 @@ _RETRY = {"Retry-After": "seconds to wait before retrying"}
 _PERSON_FILTER = person_parameters("(at most one of email, phoneNumber, profileId)")
 
 
-def build_openapi(types: WireTypes) -> dict[str, Any]:
-    """The document served at ``/openapi.json``."""
+def build_openapi(types: WireTypes, max_events_per_batch: int) -> dict[str, Any]:
+    """The document served at ``/openapi.json`` (with the configured batch limit)."""
     from eventfold.http.openapi_webhooks import WEBHOOK_TYPES, webhook_paths  # imports this
 
     _, schemas = msgspec.json.schema_components(
@@ -156,6 +156,11 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
     for name in ("Event", "Product"):
         schemas[name].pop("additionalProperties", None)
     apply_event_rules(schemas)
+    # Said, not a maxItems: a batch over the limit is a 413 (like a body over the byte
+    # limit), where a request that breaks the schema is a 400.
+    schemas["Batch"]["description"] = (
+        f"At most {max_events_per_batch} events (more: 413); all or nothing."
+    )
     apply_segment_rules(schemas)
     apply_webhook_rules(schemas)
     schemas["EventPage"]["properties"]["events"]["items"] = stored_event(schemas["Event"])

@@ -13,6 +13,7 @@ from typing import Any
 
 from eventfold.domain.identity import MAX_EMAIL_LENGTH
 from eventfold.domain.webhooks import MAX_FILTER_ITEMS, MAX_URL_LENGTH, MESSAGE_TYPES, STATUSES
+from eventfold.http.openapi_conditions import CONDITION, condition_schema
 
 # Python's whitespace (str.isspace, and \s in its re), spelled out: \s differs between
 # regular expression engines, and a validator in another language must agree with ours.
@@ -29,6 +30,7 @@ PHONE_PATTERN = r"^[ ()-]*\+([ ()-]*[0-9]){4,15}[ ()-]*$"
 EMAIL = {
     "type": "string",
     "pattern": EMAIL_PATTERN,
+    "maxLength": MAX_EMAIL_LENGTH,
     "description": "an email address like name@example.com (trimmed and lower-cased)",
 }
 PHONE = {
@@ -57,7 +59,6 @@ _TIME = (
     "(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?"
 )
 DATE_TIME_PATTERN = f"^([1-9][0-9]{{3}})-{_DAY}{_TIME}$"
-_CONDITION_KINDS = ("all", "any", "not", "profile", "event", "segment")
 
 
 def person_parameters(optional_note: str) -> list[dict[str, Any]]:
@@ -67,7 +68,7 @@ def person_parameters(optional_note: str) -> list[dict[str, Any]]:
             "name": "email",
             "in": "query",
             "required": False,
-            "schema": {**EMAIL, "maxLength": MAX_EMAIL_LENGTH},
+            "schema": EMAIL,
             "description": f"the person's email address {optional_note}",
         },
         {
@@ -134,11 +135,9 @@ def stored_event(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_segment_rules(schemas: dict[str, Any]) -> None:
-    """A condition is an object with exactly one of its six kinds (the language inside
-    each kind is docs/segments.md's, checked by the server with paths)."""
-    condition = schemas["SegmentBody"]["properties"]["match"]
-    condition["oneOf"] = [{"required": [kind]} for kind in _CONDITION_KINDS]
-    condition["minProperties"] = 1
+    """A definition's ``match`` is a ``Condition`` (openapi_conditions.py)."""
+    schemas["Condition"] = condition_schema()
+    schemas["SegmentBody"]["properties"]["match"] = {"$ref": CONDITION}
 
 
 def apply_webhook_rules(schemas: dict[str, Any]) -> None:
