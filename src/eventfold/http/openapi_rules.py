@@ -48,17 +48,21 @@ ONE_PERSON = (
 # port from 0 to 65535 (or none); at most 2,000 characters.
 _PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})?"
 URL_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@\[\]:\s]+(:{_PORT})?([/?#][^\s]*)?$"
-# msgspec's RFC 3339 date-times (no zone means UTC), a real day of a real month; 29
-# February is left out rather than leap years spelled out.
+# The RFC 3339 date-times msgspec reads (T, t or a space between date and time; Z, z,
+# +hh:mm or +hhmm or no zone, which means UTC; any digits of a second's fraction), a real
+# day of a real month. Years 1000 to 9998: the server reads any year whose UTC form is
+# within 1 to 9999, which a pattern cannot say of an offset; the extremes are left out.
+_YEAR = "(1[0-9]{3}|[2-8][0-9]{3}|9[0-9]{2}[0-8]|9[0-9][0-8]9|9[0-8]99)"
+_LEAP_YEAR = "([1-9][0-9](0[48]|[2468][048]|[13579][26])|([2468][048]|[13579][26])00)"
 _DAY = (
     "((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
     "|02-(0[1-9]|1[0-9]|2[0-8]))"
 )
 _TIME = (
-    "T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?"
-    "(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?"
+    "[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]+)?"
+    "([Zz]|[+-]([01][0-9]|2[0-3]):?[0-5][0-9])?"
 )
-DATE_TIME_PATTERN = f"^([1-9][0-9]{{3}})-{_DAY}{_TIME}$"
+DATE_TIME_PATTERN = f"^({_YEAR}-{_DAY}|{_LEAP_YEAR}-02-29){_TIME}$"
 
 
 def person_parameters(optional_note: str) -> list[dict[str, Any]]:
