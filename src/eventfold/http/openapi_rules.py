@@ -151,7 +151,14 @@ def apply_segment_rules(schemas: dict[str, Any]) -> None:
 
 def apply_webhook_rules(schemas: dict[str, Any]) -> None:
     """URL, types, filters and status as domain/webhooks.py checks them."""
-    url = {"type": "string", "maxLength": MAX_URL_LENGTH, "pattern": URL_PATTERN}
+    url = {
+        "type": "string",
+        "maxLength": MAX_URL_LENGTH,
+        "pattern": URL_PATTERN,
+        "description": "an absolute http(s) URL with a host and no user or password, spaces "
+        "or control characters; the server also takes an IPv6 literal host ([2001:db8::1]), "
+        "which the pattern leaves out",
+    }
     types = {
         "type": "array",
         "minItems": 1,
