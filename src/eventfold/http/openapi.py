@@ -12,6 +12,7 @@ from eventfold.domain.events import WireTypes
 from eventfold.domain.profile import ProfileView
 from eventfold.http.openapi_profiles import profile_paths
 from eventfold.http.openapi_rules import (
+    CURSOR_RULE,
     DATE_TIME,
     apply_event_rules,
     apply_segment_rules,
@@ -229,6 +230,7 @@ def build_openapi(types: WireTypes, max_events_per_batch: int) -> dict[str, Any]
                             "in": "query",
                             "required": False,
                             "schema": {"type": "string"},
+                            "description": CURSOR_RULE,
                         },
                         {
                             "name": "eventTypes[]",

@@ -39,6 +39,8 @@ PHONE = {
     "description": "'+' and 4 to 15 digits, e.g. +359888123456 (spaces, dashes and "
     "parentheses are ignored)",
 }
+# A cursor is opaque: only the ones this server gave out are valid (no schema can say).
+CURSOR_RULE = "nextCursor of the previous page, as it came; any other value is a 400"
 ONE_PERSON = (
     "Name the person with exactly one of the query parameters email, phoneNumber and "
     "profileId (the shop's id); OpenAPI cannot say 'exactly one of', so the document "
