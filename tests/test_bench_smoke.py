@@ -64,3 +64,17 @@ def test_minimal_server_stores_valid_batches_and_rejects_what_the_contract_rejec
     for name, (status, message, stored) in answers.items():
         assert (status, stored) == (400, 1), name  # refused, and nothing more was stored
         assert message, name
+
+
+@pytest.mark.slow
+def test_the_export_benchmark_streams_every_profile_from_a_server_process() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.export", "--profiles", "3000"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads(result.stdout.splitlines()[0])
+    assert run["exported"] == run["profiles"] == 3000
+    assert run["peak_rss_mb"] >= run["idle_rss_mb"] > 0

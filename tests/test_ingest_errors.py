@@ -218,3 +218,38 @@ def test_an_escaped_backslash_before_u0000_is_text_not_a_nul(
     response = client.post("/api/v0/events", content=body, headers=auth(secret))
     assert response.status_code == 202, response.text
     assert [event["action"] for event in stored(storage, account_id)] == ["a\\u0000"]
+
+
+def test_a_product_id_written_as_a_whole_float_is_that_integer(
+    client: TestClient, secret: str, storage: Storage, account_id: int
+) -> None:
+    """JSON (and so JSON Schema's "integer") does not tell 42.0 from 42; a fraction is
+    still an error."""
+    for product_id in (42, 42.0):
+        body = {"events": [{"action": "buy", "email": "a@b.co", "products": [{"id": product_id}]}]}
+        response = client.post("/api/v0/events", json=body, headers=auth(secret))
+        assert response.status_code == 202, response.text
+    as_int, as_float = (event["products"] for event in stored(storage, account_id))
+    assert as_float == as_int
+    body["events"][0]["products"] = [{"id": 42.5}]
+    response = client.post("/api/v0/events", json=body, headers=auth(secret))
+    assert "events[0].products[0].id" in str(assert_error(response, 400)["message"])
+
+
+def test_an_email_is_at_most_254_characters_as_sent_like_the_documents_max_length(
+    client: TestClient, secret: str, storage: Storage, account_id: int
+) -> None:
+    fits = "a" * 244 + "@b.example"  # 254 characters
+    padded = " " + fits  # 255 as sent, 254 once trimmed
+    document = client.get("/openapi.json").json()
+    email = document["components"]["schemas"]["Event"]["properties"]["email"]["anyOf"][0]
+    assert email["maxLength"] == len(fits)
+    response = client.post(
+        "/api/v0/events", json={"events": [{"action": "a", "email": fits}]}, headers=auth(secret)
+    )
+    assert response.status_code == 202, response.text
+    response = client.post(
+        "/api/v0/events", json={"events": [{"action": "a", "email": padded}]}, headers=auth(secret)
+    )
+    assert "events[0].email" in str(assert_error(response, 400)["message"])
+    assert [event["email"] for event in stored(storage, account_id)] == [fits]

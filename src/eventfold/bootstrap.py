@@ -13,6 +13,7 @@ from eventfold.services.background import BackgroundWork
 from eventfold.services.debug_feed import DebugFeed, RejectionRing
 from eventfold.services.fold_lag import FoldLagGauge
 from eventfold.services.ingest import IngestService
+from eventfold.services.profile_export import ProfileExport
 from eventfold.services.profiles import ProfileService
 from eventfold.services.segment_loops import SegmentLoops
 from eventfold.services.segments import SegmentService
@@ -32,6 +33,7 @@ class Services:
     authenticator: Authenticator
     ingest: IngestService
     profiles: ProfileService
+    profile_export: ProfileExport
     fold_lag: FoldLagGauge
     # The log's connection and the fold loops this process runs beside the API.
     background: BackgroundWork
@@ -97,6 +99,7 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
             settings.max_fold_lag_seconds,
         ),
         profiles=ProfileService(storage, log, storage),
+        profile_export=ProfileExport(storage),
         fold_lag=fold_lag,
         background=BackgroundWork(
             log,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 import httpx2
 
 from eventfold.client.core import (
+    EXPORT_PATH,
     ClientError,
     ClientOptions,
     ErrorCallback,
@@ -18,8 +19,11 @@ from eventfold.client.core import (
     QueueFull,
     RetryPolicy,
     build_event,
+    decode_profile,
     encode_batch,
     encoded_size,
+    export_refusal,
+    export_request,
     headers,
     judge,
     log_error,
@@ -121,6 +125,20 @@ class AsyncClient(ClientOptions):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    async def export_profiles(
+        self, since: datetime | str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """As ``Client.export_profiles``, for ``async for``: every profile of the key's
+        account, read a line at a time; ClientError for an answer other than 200,
+        httpx2.TransportError for a stream cut short."""
+        request = export_request(self._secret_key, since)
+        async with self._http.stream("GET", EXPORT_PATH, **request) as response:
+            if response.status_code != 200:
+                raise export_refusal(response.status_code, await response.aread())
+            async for line in response.aiter_lines():
+                if line:
+                    yield decode_profile(line)
 
     async def send_batch(self, events: Sequence[Event], idempotency_key: str) -> bool:
         """Sends one prepared batch now, with retries; True once the server accepted it."""

@@ -131,6 +131,27 @@ def headers(secret_key: str, idempotency_key: str) -> dict[str, str]:
     }
 
 
+EXPORT_PATH = "/api/v0/profiles/export"
+
+
+def export_request(secret_key: str, since: datetime | str | None) -> dict[str, Any]:
+    """The query and headers of ``GET /api/v0/profiles/export``; a datetime without a
+    zone is UTC, as the server reads it."""
+    params = {}
+    if since is not None:
+        params["since"] = since.isoformat() if isinstance(since, datetime) else since
+    return {"params": params, "headers": {"Authorization": f"Bearer {secret_key}"}}
+
+
+def export_refusal(status: int, body: bytes) -> ClientError:
+    return ClientError(status, error_message(body))
+
+
+def decode_profile(line: str) -> dict[str, Any]:
+    profile: dict[str, Any] = msgspec.json.decode(line)
+    return profile
+
+
 def retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (its seconds form)."""
     if value is None:

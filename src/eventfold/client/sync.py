@@ -6,13 +6,14 @@ import atexit
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 import httpx2
 
 from eventfold.client.core import (
+    EXPORT_PATH,
     ClientError,
     ClientOptions,
     ErrorCallback,
@@ -20,8 +21,11 @@ from eventfold.client.core import (
     QueueFull,
     RetryPolicy,
     build_event,
+    decode_profile,
     encode_batch,
     encoded_size,
+    export_refusal,
+    export_request,
     headers,
     judge,
     log_error,
@@ -135,6 +139,20 @@ class Client(ClientOptions):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def export_profiles(self, since: datetime | str | None = None) -> Iterator[dict[str, Any]]:
+        """Every profile of the key's account, read from ``GET /api/v0/profiles/export``
+        a line at a time as the iteration goes (the whole account is never in memory);
+        ``since`` keeps the profiles last seen at or after it. The request is made when
+        iteration starts; an answer other than 200 raises ClientError, and a stream cut
+        short raises httpx2.TransportError (export again: nothing was skipped silently)."""
+        request = export_request(self._secret_key, since)
+        with self._http.stream("GET", EXPORT_PATH, **request) as response:
+            if response.status_code != 200:
+                raise export_refusal(response.status_code, response.read())
+            for line in response.iter_lines():
+                if line:
+                    yield decode_profile(line)
 
     def send_batch(self, events: Sequence[Event], idempotency_key: str) -> bool:
         """Sends one prepared batch now, with retries; True once the server accepted it."""

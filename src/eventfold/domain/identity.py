@@ -13,11 +13,13 @@ MAX_EMAIL_LENGTH = 254
 
 
 def normalise_email(raw: str) -> str | None:
-    """Trimmed and lower-cased, or None when it does not look like ``local@domain.tld``."""
-    email = raw.strip().lower()
-    if len(email) > MAX_EMAIL_LENGTH or _EMAIL.fullmatch(email) is None:
+    """Trimmed and lower-cased, or None when it does not look like ``local@domain.tld``
+    or is longer than MAX_EMAIL_LENGTH as sent (so that the OpenAPI document's maxLength
+    says exactly the same)."""
+    if len(raw) > MAX_EMAIL_LENGTH:
         return None
-    return email
+    email = raw.strip().lower()
+    return email if _EMAIL.fullmatch(email) is not None else None
 
 
 def normalise_phone(raw: str) -> str | None:

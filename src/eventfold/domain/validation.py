@@ -25,7 +25,7 @@ from eventfold.domain.events import (
 from eventfold.domain.identity import EMAIL_RULE, PHONE_RULE, normalise_email, normalise_phone
 from eventfold.domain.languages import ISO_639_1
 from eventfold.domain.limits import Limits
-from eventfold.domain.moments import as_utc, from_epoch_ms, to_epoch_ms
+from eventfold.domain.moments import OutOfRange, as_utc, from_epoch_ms, to_epoch_ms
 from eventfold.errors import FieldError, InvalidRequest, PayloadTooLarge
 
 MAX_REPORTED_ERRORS = 100
@@ -179,19 +179,24 @@ class BatchValidator:
             if locale not in ISO_639_1:
                 problems.add(f"events[{index}].locale", f"{_shown(locale)} is not {LOCALE_RULE}")
         if event.products:
-            for product in event.products:
+            for number, product in enumerate(event.products):
                 if type(product.id) is int:
                     product.id = str(product.id)
                 if product.custom is not None and product.custom.date:
-                    _dates_to_utc(product.custom)
+                    path = f"events[{index}].products[{number}].custom.date"
+                    _dates_to_utc(product.custom, path, problems)
         if event.custom is not None and event.custom.date:
-            _dates_to_utc(event.custom)
+            _dates_to_utc(event.custom, f"events[{index}].custom.date", problems)
         timestamp = event.timestamp
+        occurred_at_ms = received_at_ms
         if timestamp is None:
-            occurred_at_ms = received_at_ms
             event.timestamp = received_at
         else:
-            event.timestamp = timestamp = as_utc(timestamp)
+            try:
+                event.timestamp = timestamp = as_utc(timestamp)
+            except OutOfRange as error:
+                problems.add(f"events[{index}].timestamp", str(error))
+                return None
             occurred_at_ms = to_epoch_ms(timestamp)
             if occurred_at_ms > received_at_ms + self._limits.max_future_seconds * 1000:
                 problems.add(
@@ -265,10 +270,21 @@ def _split_unknown_fields(
             for p in products
         ]
         known["products"] = [
-            {k: v for k, v in p.items() if k in PRODUCT_FIELDS} if isinstance(p, dict) else p
+            _whole_number_id({k: v for k, v in p.items() if k in PRODUCT_FIELDS})
+            if isinstance(p, dict)
+            else p
             for p in products
         ]
     return known, extras, product_extras
+
+
+def _whole_number_id(product: dict[str, Any]) -> dict[str, Any]:
+    """JSON has one kind of number: an id written 42.0 is the integer 42 (JSON Schema, and
+    so the OpenAPI document, says the same); 42.5 stays a float, to be rejected."""
+    value = product.get("id")
+    if isinstance(value, float) and value.is_integer():
+        product["id"] = int(value)
+    return product
 
 
 def _locate(path: str, error: msgspec.ValidationError) -> tuple[str, str]:
@@ -285,9 +301,12 @@ def _hint_for_identifiers(extras: dict[str, Any] | None) -> str:
     return f" (it has {', '.join(map(repr, lookalikes))}: field names are case-sensitive)"
 
 
-def _dates_to_utc(custom: Custom) -> None:
-    for field in custom.date:
-        field.values = [as_utc(value) for value in field.values]
+def _dates_to_utc(custom: Custom, path: str, problems: _Problems) -> None:
+    for number, field in enumerate(custom.date):
+        try:
+            field.values = [as_utc(value) for value in field.values]
+        except OutOfRange as error:
+            problems.add(f"{path}[{number}].values", str(error))
 
 
 def _shown(value: str) -> str:

@@ -40,26 +40,34 @@ class Subscription:
 
 def check_url(url: str) -> str:
     """The URL as given when it is an absolute http(s) URL with a host; else InvalidRequest."""
-    parts = urlsplit(url)
-    problem = None
-    if len(url) > MAX_URL_LENGTH:
-        problem = f"is longer than {MAX_URL_LENGTH} characters"
-    elif parts.scheme not in ("https", "http"):
-        problem = "must start with https:// (or http://)"
-    elif not parts.hostname:
-        problem = "names no host"
-    elif parts.username is not None or parts.password is not None:
-        problem = "must not carry a user or password (the message is signed instead)"
-    else:
-        try:
-            parts.port  # noqa: B018 (raises on a port that is not a number)
-        except ValueError:
-            problem = "has a port that is not a number from 0 to 65535"
+    problem = _url_problem(url)
     if problem is not None:
         raise InvalidRequest(
             f"url: {url[:80]!r} {problem}", [FieldError("url", f"the URL {problem}")]
         )
     return url
+
+
+def _url_problem(url: str) -> str | None:
+    if len(url) > MAX_URL_LENGTH:
+        return f"is longer than {MAX_URL_LENGTH} characters"
+    if any(character.isspace() or character < " " or character == "\x7f" for character in url):
+        return "must not hold spaces or control characters (percent-encode them)"
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # a bracketed host that is no IP address: "[::1", "[x]"
+        return f"is not a URL ({error})"
+    try:
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        return "has a port that is not a number from 0 to 65535"
+    if parts.scheme not in ("https", "http"):
+        return "must start with https:// (or http://)"
+    if not parts.hostname:
+        return "names no host"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry a user or password (the message is signed instead)"
+    return None
 
 
 def check_types(types: Sequence[str]) -> tuple[str, ...]:

@@ -21,7 +21,12 @@ from eventfold.http.events import get_events, post_events
 from eventfold.http.health import healthz, prometheus_metrics, readyz
 from eventfold.http.middleware import RequestLogMiddleware
 from eventfold.http.openapi import build_openapi
-from eventfold.http.profiles import delete_profile, get_profile, get_profile_by_id
+from eventfold.http.profiles import (
+    delete_profile,
+    export_profiles,
+    get_profile,
+    get_profile_by_id,
+)
 from eventfold.http.responses import json_response
 from eventfold.http.webhooks import (
     WebhookEndpoint,
@@ -72,6 +77,8 @@ def create_app(services: Services, close_storage_on_shutdown: bool = False) -> S
         routes=[
             Route("/api/v0/events", EventsEndpoint),
             Route("/api/v0/profiles", ProfilesEndpoint),
+            # Before /api/v0/profiles/{profile_id}, which "export" would match.
+            Route("/api/v0/profiles/export", export_profiles, methods=["GET"]),
             Route("/api/v0/profiles/{profile_id}", get_profile_by_id, methods=["GET"]),
             Route("/api/v0/segments", SegmentsEndpoint),
             Route("/api/v0/segments/{key}", SegmentEndpoint),
@@ -108,7 +115,9 @@ async def openapi(request: Request) -> Response:
     services: Services = request.app.state.services
     document = getattr(request.app.state, "openapi", None)
     if document is None:
-        document = request.app.state.openapi = build_openapi(services.wire_types)
+        document = request.app.state.openapi = build_openapi(
+            services.wire_types, services.settings.limits.max_events_per_batch
+        )
     return json_response(document)
 
 

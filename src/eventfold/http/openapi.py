@@ -10,6 +10,16 @@ import msgspec
 from eventfold import __version__
 from eventfold.domain.events import WireTypes
 from eventfold.domain.profile import ProfileView
+from eventfold.http.openapi_profiles import profile_paths
+from eventfold.http.openapi_rules import (
+    CURSOR_RULE,
+    DATE_TIME,
+    apply_event_rules,
+    apply_segment_rules,
+    apply_webhook_rules,
+    person_parameters,
+    stored_event,
+)
 from eventfold.http.openapi_segments import SEGMENT_TYPES, segment_paths, segment_schemas
 
 REF = "#/components/schemas/{name}"
@@ -121,20 +131,11 @@ _UNAUTHORIZED = _error(
 )
 _BAD = _error("a malformed request; the message names the field")
 _RETRY = {"Retry-After": "seconds to wait before retrying"}
-_PERSON = [
-    {
-        "name": kind,
-        "in": "query",
-        "required": False,
-        "schema": {"type": "string"},
-        "description": f"the person's {kind} (exactly one of email, phoneNumber, profileId)",
-    }
-    for kind in ("email", "phoneNumber", "profileId")
-]
+_PERSON_FILTER = person_parameters("(at most one of email, phoneNumber, profileId)")
 
 
-def build_openapi(types: WireTypes) -> dict[str, Any]:
-    """The document served at ``/openapi.json``."""
+def build_openapi(types: WireTypes, max_events_per_batch: int) -> dict[str, Any]:
+    """The document served at ``/openapi.json`` (with the configured batch limit)."""
     from eventfold.http.openapi_webhooks import WEBHOOK_TYPES, webhook_paths  # imports this
 
     _, schemas = msgspec.json.schema_components(
@@ -155,20 +156,15 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
     # Events and products keep fields the API does not know; one identifier is required.
     for name in ("Event", "Product"):
         schemas[name].pop("additionalProperties", None)
-    schemas["Event"]["anyOf"] = [{"required": ["email"]}, {"required": ["phoneNumber"]}]
-    schemas["EventPage"]["properties"]["events"]["items"] = {
-        "allOf": [
-            {"$ref": REF.format(name="Event")},
-            {
-                "type": "object",
-                "required": ["receivedAt", "foldedIntoProfile"],
-                "properties": {
-                    "receivedAt": {"type": "string", "format": "date-time"},
-                    "foldedIntoProfile": {"anyOf": [{"type": "string"}, {"type": "null"}]},
-                },
-            },
-        ]
-    }
+    apply_event_rules(schemas)
+    # Said, not a maxItems: a batch over the limit is a 413 (like a body over the byte
+    # limit), where a request that breaks the schema is a 400.
+    schemas["Batch"]["description"] = (
+        f"At most {max_events_per_batch} events (more: 413); all or nothing."
+    )
+    apply_segment_rules(schemas)
+    apply_webhook_rules(schemas)
+    schemas["EventPage"]["properties"]["events"]["items"] = stored_event(schemas["Event"])
     return {
         "openapi": "3.1.0",
         "info": {"title": "eventfold Custom Event API", "version": __version__},
@@ -211,6 +207,9 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
                 },
                 "get": {
                     "summary": "List the account's stored events, newest (or oldest) first",
+                    "description": "Narrowed to one person by at most one of email, "
+                    "phoneNumber and profileId (OpenAPI cannot say 'at most one of'; "
+                    "the server answers 400 when several are given).",
                     "parameters": [
                         {
                             "name": "order",
@@ -231,6 +230,7 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
                             "in": "query",
                             "required": False,
                             "schema": {"type": "string"},
+                            "description": CURSOR_RULE,
                         },
                         {
                             "name": "eventTypes[]",
@@ -244,15 +244,15 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
                             "name": "startDateTime",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "string", "format": "date-time"},
+                            "schema": DATE_TIME,
                         },
                         {
                             "name": "endDateTime",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "string", "format": "date-time"},
+                            "schema": DATE_TIME,
                         },
-                        *_PERSON,
+                        *_PERSON_FILTER,
                     ],
                     "responses": {
                         **_ok("a page of events", "EventPage"),
@@ -261,49 +261,7 @@ def build_openapi(types: WireTypes) -> dict[str, Any]:
                     },
                 },
             },
-            "/api/v0/profiles": {
-                "get": {
-                    "summary": "Read one person's profile",
-                    "parameters": _PERSON,
-                    "responses": {
-                        **_ok("the profile", "ProfileView"),
-                        "400": _BAD,
-                        "401": _UNAUTHORIZED,
-                        "404": _error("no such person"),
-                    },
-                },
-                "delete": {
-                    "summary": "Erase one person: profile, identifiers and events",
-                    "parameters": _PERSON,
-                    "responses": {
-                        **_ok("erased (or never known)", "Accepted", "202"),
-                        "400": _BAD,
-                        "401": _UNAUTHORIZED,
-                        "503": _error("the store cannot take writes now", **_RETRY),
-                    },
-                },
-            },
-            "/api/v0/profiles/{profile_id}": {
-                "get": {
-                    "summary": "Read a profile by eventfold's own id (prof_…)",
-                    "description": "A profile that was merged into another answers 404 with "
-                    "mergedInto: the id of the profile it lives on in.",
-                    "parameters": [
-                        {
-                            "name": "profile_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "pattern": "^prof_[0-9]{1,18}$"},
-                        }
-                    ],
-                    "responses": {
-                        **_ok("the profile", "ProfileView"),
-                        "400": _BAD,
-                        "401": _UNAUTHORIZED,
-                        "404": _error("no such profile, or merged into mergedInto"),
-                    },
-                }
-            },
+            **profile_paths(_ok, _error, _BAD, _UNAUTHORIZED),
             **webhook_paths(REF, _error, _BAD, _UNAUTHORIZED),
             "/healthz": {
                 "get": {

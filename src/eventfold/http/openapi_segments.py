@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from eventfold.http.openapi_rules import CURSOR_RULE
 from eventfold.services.segments import (
     ChangesPage,
     MembersPage,
@@ -26,7 +27,13 @@ _LIMIT = {
     "required": False,
     "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
 }
-_CURSOR = {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}}
+_CURSOR = {
+    "name": "cursor",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": CURSOR_RULE,
+}
 _LANGUAGE = (
     "match is a condition: {all: [...]}, {any: [...]}, {not: C}, a profile leaf "
     "{profile, op, value}, an event leaf {event: {action, where}, count | sum, within} or "
@@ -38,7 +45,7 @@ _LANGUAGE = (
 def segment_schemas(schemas: dict[str, Any]) -> None:
     """Describes ``match`` as the language's JSON (checked by the server, with paths)."""
     condition = {"type": "object", "description": _LANGUAGE}
-    schemas["SegmentBody"]["properties"]["match"] = condition
+    schemas["SegmentBody"]["properties"]["match"] = dict(condition)
     schemas["SegmentView"]["properties"]["match"] = condition
     key = schemas["SegmentBody"]["properties"]["key"]
     key.update({"pattern": "^[a-z0-9_-]{1,64}$"})

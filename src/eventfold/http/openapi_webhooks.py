@@ -15,6 +15,7 @@ from eventfold.domain.webhook_wire import (
     WebhookPatch,
     WebhookView,
 )
+from eventfold.http.openapi_rules import CURSOR_RULE
 
 WEBHOOK_TYPES = (
     WebhookCreate,
@@ -132,6 +133,7 @@ def webhook_paths(
                         "in": "query",
                         "required": False,
                         "schema": {"type": "string"},
+                        "description": CURSOR_RULE,
                     },
                     {
                         "name": "status",

@@ -1,15 +1,18 @@
-"""``/api/v0/profiles``: read back and erase one person's profile."""
+"""``/api/v0/profiles``: read back and erase one person's profile; export them all."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from eventfold.bootstrap import Services
 from eventfold.domain.identity import parse_person
 from eventfold.http.principal import authenticate
 from eventfold.http.responses import json_response
+from eventfold.services.profile_export import parse_since
 
 
 def person_in_query(request: Request) -> tuple[str, str]:
@@ -41,3 +44,26 @@ async def get_profile_by_id(request: Request) -> Response:
         services.profiles.get_profile_by_id, principal, request.path_params["profile_id"]
     )
     return json_response(profile)
+
+
+async def export_profiles(request: Request) -> Response:
+    """Every profile of the key's account, one JSON object a line, by profile id. The
+    first page is read before the 200, so that a bad request or an unreachable database
+    is an ordinary error answer; a failure later cuts the stream short (the chunked
+    body then lacks its end, which HTTP clients report)."""
+    services: Services = request.app.state.services
+    principal = await authenticate(request)
+    since = parse_since(request.query_params.get("since"))
+    export = services.profile_export
+    first = await run_in_threadpool(export.page, principal, 0, since)
+
+    async def lines() -> AsyncIterator[bytes]:
+        page = first
+        while True:
+            if page.lines:
+                yield page.lines
+            if page.after_id is None:
+                return
+            page = await run_in_threadpool(export.page, principal, page.after_id, since)
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -132,12 +132,11 @@ def _parse_time(name: str, raw: str | None) -> int | None:
     if raw is None:
         return None
     try:
-        moment = msgspec.convert(raw, datetime)
-    except msgspec.ValidationError:
+        return to_epoch_ms(msgspec.convert(raw, datetime))
+    except msgspec.ValidationError:  # also a moment outside years 1 to 9999 in UTC
         raise InvalidRequest(
             f"{name}: {raw[:80]!r} is not an ISO-8601 date-time like '2024-05-01T10:00:00Z'"
         ) from None
-    return to_epoch_ms(moment)
 
 
 def _parse_order(raw: str | None) -> bool:

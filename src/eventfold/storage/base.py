@@ -52,6 +52,12 @@ class StoredEvent:
     profile_id: int | None
 
 
+class ProfileRow(NamedTuple):
+    id: int
+    state: ProfileState
+    segments: list[str]
+
+
 @dataclass(frozen=True, slots=True)
 class EventQuery:
     """A page of one account's events, newest first (``before_seq`` continues a listing),
@@ -254,6 +260,10 @@ class ProfileStore(Protocol):
     def profile_by_id(self, account_id: int, profile_id: int) -> ProfileState | int | None:
         """The account's profile with this eventfold id; or, for a profile merged into
         another, the id of the one it lives on in; or None."""
+
+    def profiles_after(self, account_id: int, after_id: int, limit: int) -> list[ProfileRow]:
+        """Up to ``limit`` of the account's profiles with ids above ``after_id``, by id,
+        each with the keys of the segments it is in (one read; the export's page)."""
 
     async def erase_person(
         self,

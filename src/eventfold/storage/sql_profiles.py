@@ -17,7 +17,7 @@ import msgspec
 from eventfold.clock import now_ms
 from eventfold.domain.profile import ProfileState
 from eventfold.domain.profile_book import IdentityKey
-from eventfold.storage.base import EventQuery, StoredEvent
+from eventfold.storage.base import EventQuery, ProfileRow, StoredEvent
 from eventfold.storage.identity_keys import indexed_value
 from eventfold.storage.sql import SqlConnection
 
@@ -77,6 +77,29 @@ def profile_by_id(
         (profile_id, account_id),
     ).fetchone()
     return int(merged[0]) if merged is not None else None
+
+
+def profiles_after(
+    connection: SqlConnection, account_id: int, after_id: int, limit: int
+) -> list[ProfileRow]:
+    """The account's profiles after ``after_id`` by id, with their segments' keys."""
+    rows = connection.execute(
+        "SELECT id, state FROM profiles WHERE account_id = ? AND id > ? ORDER BY id LIMIT ?",
+        (account_id, after_id, limit),
+    ).fetchall()
+    segments: dict[int, list[str]] = {}
+    memberships = select_in(
+        connection,
+        "SELECT m.profile_id, s.key FROM segment_members m JOIN segments s"
+        " ON s.id = m.segment_id WHERE m.profile_id IN ({}) ORDER BY s.key",
+        (),
+        [row[0] for row in rows],
+    )
+    for profile_id, key in memberships:
+        segments.setdefault(profile_id, []).append(key)
+    return [
+        ProfileRow(row[0], _state_decoder.decode(row[1]), segments.get(row[0], [])) for row in rows
+    ]
 
 
 def list_events(connection: SqlConnection, query: EventQuery) -> list[StoredEvent]:

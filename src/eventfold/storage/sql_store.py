@@ -21,6 +21,7 @@ from eventfold.storage.base import (
     FoldStep,
     IdempotencyClaim,
     LoggedBatch,
+    ProfileRow,
     QuarantinedEvent,
     StoredEvent,
 )
@@ -186,6 +187,10 @@ class SqlStorage(SqlSegmentStore, SqlKeys, SqlWebhooks):
     def profile_by_id(self, account_id: int, profile_id: int) -> ProfileState | int | None:
         with self._reading() as connection:
             return sql_profiles.profile_by_id(connection, account_id, profile_id)
+
+    def profiles_after(self, account_id: int, after_id: int, limit: int) -> list[ProfileRow]:
+        with self._reading() as connection:
+            return sql_profiles.profiles_after(connection, account_id, after_id, limit)
 
     async def erase_person(
         self,
