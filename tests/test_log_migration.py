@@ -20,14 +20,10 @@ from eventfold.storage import open_storage
 from eventfold.storage.base import EventQuery, Storage
 from eventfold.storage.batch_records import SEQ_STRIDE
 from eventfold.storage.identity_keys import indexed_value
-from eventfold.storage.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, Step
+from eventfold.storage.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, statements_of
 
 # The schema versions just before the log (SQLite 10, PostgreSQL 8 added it).
 _BEFORE_THE_LOG = {"sqlite": 9, "postgres": 7}
-
-
-def _statements(step: Step) -> list[Any]:
-    return list(step) if isinstance(step, tuple) else [p for p in step.split(";") if p.strip()]
 
 
 def _make_old_database(database_url: str, backend: str) -> None:
@@ -45,7 +41,7 @@ def _make_old_database(database_url: str, backend: str) -> None:
     run: Callable[..., Any] = connection.execute
     run("CREATE TABLE schema_version (version INTEGER NOT NULL)")
     for version, step in enumerate(steps[: _BEFORE_THE_LOG[backend]], 1):
-        for statement in _statements(step):
+        for statement in statements_of(step):
             run(statement)
         run(f"INSERT INTO schema_version VALUES ({placeholder})", (version,))
     run("INSERT INTO accounts (name, created_at) VALUES ('old', 0)")

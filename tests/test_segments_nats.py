@@ -14,7 +14,6 @@ from tests.servers import Served, served
 from tests.test_nats_log import (  # noqa: F401 (fixtures)
     cluster,
     log_env,
-    nats_binary,
     post,
     postgres_url,
     running_worker,

@@ -16,7 +16,6 @@ from tests.servers import served
 from tests.test_nats_log import (  # noqa: F401 (fixtures)
     cluster,
     log_env,
-    nats_binary,
     post,
     postgres_url,
     running_worker,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 from collections.abc import Callable
 
 import msgspec
@@ -115,7 +116,7 @@ class SegmentService:
             record = SegmentRecord(
                 0, account, wanted.key, wanted.name, bytes(wanted.match), 1, "preparing", now, now
             )
-            return _with_id(record, records.insert_segment(record))
+            return dataclasses.replace(record, id=records.insert_segment(record))
 
         try:
             created = self._store.segments_transaction(job)
@@ -263,20 +264,6 @@ def segment_view(record: SegmentRecord, member_count: int | None = None) -> Segm
         iso_from_ms(record.created_at_ms),
         iso_from_ms(record.updated_at_ms),
         member_count,
-    )
-
-
-def _with_id(record: SegmentRecord, segment_id: int) -> SegmentRecord:
-    return SegmentRecord(
-        segment_id,
-        record.account_id,
-        record.key,
-        record.name,
-        record.definition,
-        record.version,
-        record.status,
-        record.created_at_ms,
-        record.updated_at_ms,
     )
 
 

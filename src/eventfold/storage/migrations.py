@@ -446,6 +446,11 @@ POSTGRES_MIGRATIONS: tuple[Step, ...] = (
 )
 
 
+def statements_of(step: Step) -> list[Statement]:
+    """A step's statements, in order."""
+    return list(step) if isinstance(step, tuple) else [p for p in step.split(";") if p.strip()]
+
+
 def apply_migrations(
     steps: tuple[Step, ...],
     current: int,
@@ -461,10 +466,7 @@ def apply_migrations(
         )
     for version in range(current + 1, known + 1):
         step = steps[version - 1]
-        statements: list[Statement] = (
-            list(step) if isinstance(step, tuple) else [p for p in step.split(";") if p.strip()]
-        )
-        run_step(version, statements)
+        run_step(version, statements_of(step))
     return known
 
 
