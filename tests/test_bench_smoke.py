@@ -24,7 +24,10 @@ def test_benchmark_quick_run_writes_figures(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(output.read_text())
     rows = figures["sqlite"]["by_batch_size"] + figures["sqlite"]["sweep_100"]
-    assert all(row["events_per_second"] > 0 and row["failed"] == 0 for row in rows)
+    # Every answer a 202, or a 503 from the server's backpressure (refused, counted
+    # apart: on a loaded machine the fold can fall behind even in a one-second run).
+    assert all(row["events_per_second"] > 0 for row in rows), rows
+    assert all(row["failed"] == row["refused"] for row in rows), rows
     assert figures["sqlite"]["server_peak_rss_mb"] > 0
     assert figures["ceilings"]["ratio_to_lower_ceiling"] > 0
     assert figures["ceilings"]["minimal_server_events_per_second"] > 0

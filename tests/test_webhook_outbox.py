@@ -109,6 +109,9 @@ def test_a_segment_change_is_queued_in_the_callers_transaction_and_delivered(
                 connection, account_id, profile_id, "vip", "segment.entered", 1, now_ms()
             )
             assert queued == 1
+        # Deliveries list newest first by creation time, messages of one millisecond by
+        # id: the exit is made a millisecond later at least, so the order below is its.
+        time.sleep(0.002)
         with transaction(database_url) as connection:
             record_segment_change(
                 connection, account_id, profile_id, "vip", "segment.exited", 2, now_ms()
