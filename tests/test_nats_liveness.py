@@ -25,7 +25,7 @@ from eventfold.domain.validation import BatchValidator
 from eventfold.errors import StorageUnavailable
 from eventfold.settings import Settings
 from eventfold.storage.base import FoldEvents, LoggedBatch
-from eventfold.storage.nats import CONSUMER, NatsLog
+from eventfold.storage.nats import CONSUMER, NatsConsumer, NatsPublisher
 from eventfold.storage.sqlite import SqliteStorage
 from eventfold.worker import LogFoldWorker
 
@@ -90,7 +90,7 @@ def open_flaky(settings: Settings) -> tuple[FlakyStorage, int]:
 
 def publish_one(settings: Settings, storage: FlakyStorage, account_id: int) -> None:
     async def publish() -> None:
-        log = NatsLog(settings, storage)
+        log = NatsPublisher(settings, storage)
         await log.connect()
         try:
             events = _validator.validate(b'{"events":[{"action":"view","email":"a@x.co"}]}', 0)
@@ -116,7 +116,7 @@ def test_a_batch_whose_apply_failed_is_applied_a_second_later_not_after_the_ack_
     storage, account_id = open_flaky(settings)
     storage.failures = 2  # the apply, and the apply without the fold
     publish_one(settings, storage, account_id)
-    worker = LogFoldWorker(NatsLog(settings, storage), storage)
+    worker = LogFoldWorker(NatsConsumer(settings), storage)
     worker.start()
     try:
         wait_until(lambda: storage.applied is not None, timeout=15)
@@ -137,12 +137,12 @@ def test_a_worker_that_applies_longer_than_the_ack_wait_keeps_its_batches(
     storage, account_id = open_flaky(settings)
     storage.slow = 4.0
     publish_one(settings, storage, account_id)
-    worker = LogFoldWorker(NatsLog(settings, storage), storage)
+    worker = LogFoldWorker(NatsConsumer(settings), storage)
     worker.start()
 
     async def fetch_meanwhile() -> int:
         """What another worker is given while the first applies (4 ack waits)."""
-        other = NatsLog(settings, storage)
+        other = NatsConsumer(settings)
         await other.connect()
         try:
             given = 0
@@ -171,10 +171,10 @@ def test_the_consumer_takes_the_configured_ack_wait_also_when_it_was_made_with_a
     storage, _ = open_flaky(first)
 
     async def ack_wait_after_connecting(settings: Settings) -> float:
-        log = NatsLog(settings, storage)
+        log = NatsPublisher(settings, storage)
         await log.connect()
         try:
-            js = log._jetstream()
+            js = log._connection.jetstream()
             info = await js.consumer_info(settings.nats_stream, CONSUMER)
             return float(info.config.ack_wait or 0)
         finally:
@@ -213,7 +213,7 @@ def test_an_api_node_whose_nats_node_falls_silent_publishes_through_another_with
     events = _validator.validate(b'{"events":[{"action":"view","email":"a@x.co"}]}', 0)
 
     async def silence_its_node_and_publish() -> float:
-        log = NatsLog(settings, storage)
+        log = NatsPublisher(settings, storage)
         await log.connect()
         try:
             assert await log.append(account_id, now_ms(), events)

@@ -269,10 +269,10 @@ def _check_log(settings: Settings, storage: Storage) -> None:
     error here rather than a failed start of every server process."""
     import asyncio
 
-    from eventfold.storage.nats import NatsLog
+    from eventfold.storage.nats import NatsConsumer
 
     async def probe() -> None:
-        log = NatsLog(settings, storage)
+        log = NatsConsumer(settings)
         await log.connect()
         await log.disconnect()
 

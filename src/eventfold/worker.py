@@ -21,7 +21,7 @@ from eventfold.services.fold import FoldHealth, FoldService, describe, fold_even
 if TYPE_CHECKING:
     from eventfold.settings import Settings
     from eventfold.storage.base import LoggedBatch, ProfileStore, Storage
-    from eventfold.storage.nats import NatsLog
+    from eventfold.storage.nats import NatsConsumer
 
 logger = logging.getLogger("eventfold.worker")
 
@@ -86,7 +86,7 @@ class LogFoldWorker:
     """Folds batches from an external log (JetStream) into the database: fetch, apply
     and fold in one transaction that records the batches' positions, then acknowledge.
 
-    While it applies them it tells JetStream so (``NatsLog.holding``), and when applying
+    While it applies them it tells JetStream so (``NatsConsumer.holding``), and when applying
     fails it gives them back for any worker to fetch again a second later. A crash
     before the commit leaves the batches unacknowledged, and JetStream hands them to a
     worker again after the ack wait; a crash between the commit and the
@@ -96,7 +96,7 @@ class LogFoldWorker:
     and folded from there by ``FoldService``, which quarantines what cannot be folded.
     """
 
-    def __init__(self, log: NatsLog, store: ProfileStore) -> None:
+    def __init__(self, log: NatsConsumer, store: ProfileStore) -> None:
         self._log = log
         self._store = store
         self._fold = _fold_service(store)
@@ -177,8 +177,6 @@ def fold_loops(settings: Settings, storage: Storage) -> list[FoldWorker | LogFol
     has an event loop of its own)."""
     if not settings.log_url:
         return [FoldWorker(storage) for _ in range(settings.fold_threads)]
-    from eventfold.storage.nats import NatsLog
+    from eventfold.storage.nats import NatsConsumer
 
-    return [
-        LogFoldWorker(NatsLog(settings, storage), storage) for _ in range(settings.fold_threads)
-    ]
+    return [LogFoldWorker(NatsConsumer(settings), storage) for _ in range(settings.fold_threads)]

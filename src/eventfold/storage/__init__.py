@@ -36,6 +36,6 @@ def open_log(settings: Settings, storage: Storage) -> EventLog:
     database itself. A JetStream log connects in ``connect()``, on the server's loop."""
     if not settings.log_url:
         return storage
-    from eventfold.storage.nats import NatsLog
+    from eventfold.storage.nats import NatsPublisher
 
-    return NatsLog(settings, storage)
+    return NatsPublisher(settings, storage)
