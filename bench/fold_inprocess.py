@@ -2,7 +2,13 @@
 with THREADS fold threads of this process, and print events/s and this process's CPU
 per event (PostgreSQL's own CPU is not counted here; bench/fold_rate.py counts it).
 
-    python -m bench.fold_inprocess sqlite|postgres [EVENTS] [PEOPLE] [THREADS]
+    python -m bench.fold_inprocess sqlite|postgres [EVENTS] [PEOPLE] [THREADS] \
+        [handoff] [default-gc]
+
+With ``handoff`` the events are appended as the server appends them when it folds in
+its own process: the fold takes them as validated (storage/decoded_batches.py) instead of
+reading and decoding their records. The garbage collector is set as a server process
+sets it (eventfold/garbage_collection.py), unless ``default-gc``.
 
 It imports whichever eventfold is first on the path, so the same command measures an
 older tree side by side (``PYTHONPATH=/path/to/old/src``): it folds with ``FoldService``
@@ -48,12 +54,20 @@ def main() -> None:
     backend = sys.argv[1]
     given = [int(argument) for argument in sys.argv[2:5]]
     events, people, threads = given + [30_000, 10_000, 1][len(given) :]
+    hand_off = "handoff" in sys.argv[5:]
+    if "default-gc" not in sys.argv[5:]:
+        try:
+            from eventfold.garbage_collection import tune_for_the_fold
+        except ImportError:  # an older tree: Python's defaults
+            pass
+        else:
+            tune_for_the_fold()
     with ExitStack() as stack:
         if backend == "sqlite":
             url = f"sqlite:///{stack.enter_context(tempfile.TemporaryDirectory())}/f.db"
         else:
             url = stack.enter_context(fresh_postgres_database(POSTGRES, "fold_inprocess"))
-        storage = open_storage(Settings(database_url=url, fold_in_server=False))
+        storage = open_storage(Settings(database_url=url, fold_in_server=hand_off))
         stack.callback(storage.close)
         secret = storage.create_key("bench", now_ms())[1]
         principal = storage.find_key(hash_secret(secret))
@@ -64,8 +78,12 @@ def main() -> None:
             for _ in range(events // 100):
                 batch = [realistic_event(rng, people=people) for _ in range(100)]
                 body = msgspec.json.encode({"events": batch})
-                accepted = validator.validate(body, now_ms())
-                await storage.append(principal.account_id, now_ms(), accepted)
+                if hand_off:
+                    accepted, sources = validator.validate_batch(body, now_ms())
+                    await storage.append(principal.account_id, now_ms(), accepted, None, sources)
+                else:
+                    accepted = validator.validate(body, now_ms())
+                    await storage.append(principal.account_id, now_ms(), accepted)
 
         asyncio.run(load())
         step, folded = fold_step(storage), []
@@ -85,7 +103,9 @@ def main() -> None:
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         total = sum(folded)
         print(
-            f"{backend}, {threads} thread(s), {people} people: folded {total} events in "
+            f"{backend}, {threads} thread(s), {people} people"
+            f"{', hand-off' if hand_off else ''}"
+            f"{', default gc' if 'default-gc' in sys.argv[5:] else ''}: folded {total} events in "
             f"{seconds:.2f} s = {total / seconds:,.0f} events/s; "
             f"{cpu / total * 1e6:.1f} µs of this process's CPU per event"
         )

@@ -19,6 +19,7 @@ from eventfold import __version__
 from eventfold.client.importer import FORMATS
 from eventfold.clock import now_ms
 from eventfold.errors import ConfigurationError
+from eventfold.garbage_collection import tune_for_the_fold
 from eventfold.http.protocol import BoundedHttpToolsProtocol
 from eventfold.observability.logs import LOG_FORMATS, configure_logging
 from eventfold.settings import Settings
@@ -216,6 +217,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
     with closing(open_storage(settings)) as storage:
         work = build_worker(settings, storage)
+        tune_for_the_fold()
         source = f" from the log {settings.log_url}" if settings.log_url else ""
         print(f"eventfold worker: folding events{source} in {settings.database_url}", flush=True)
         asyncio.run(work.run_until_signalled())

@@ -9,7 +9,7 @@ profiles in any order gives the same profile.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -80,10 +80,54 @@ class FoldInput(msgspec.Struct):
     tags: list[str] = []
 
 
+class _CustomFieldSource(Protocol):
+    @property
+    def key(self) -> str: ...
+    @property
+    def values(self) -> list[Any]: ...
+
+
+class _CustomSource(Protocol):
+    @property
+    def string(self) -> Sequence[_CustomFieldSource]: ...
+    @property
+    def numeric(self) -> Sequence[_CustomFieldSource]: ...
+    @property
+    def date(self) -> Sequence[_CustomFieldSource]: ...
+
+
+class _ProductSource(Protocol):
+    @property
+    def id(self) -> str | int: ...
+
+
+class FoldSource(Protocol):
+    """What the fold reads of an event: a ``FoldInput`` decoded from its stored document,
+    or, where the fold runs in the process that accepted it, the validated event itself
+    (``domain.events.Event`` after normalisation; ``storage/decoded_batches.py``)."""
+
+    @property
+    def action(self) -> str: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def phoneNumber(self) -> str | None: ...
+    @property
+    def profileId(self) -> str | None: ...
+    @property
+    def locale(self) -> str | None: ...
+    @property
+    def products(self) -> Sequence[_ProductSource]: ...
+    @property
+    def custom(self) -> _CustomSource | None: ...
+    @property
+    def tags(self) -> Sequence[str]: ...
+
+
 Identifier = tuple[str, str]  # (kind, normalised value): ("email", "a@b.co")
 
 
-def identifiers_of(event: FoldInput) -> list[Identifier]:
+def identifiers_of(event: FoldSource) -> list[Identifier]:
     """The identifiers an event names, in a fixed order."""
     found: list[Identifier] = []
     if event.email is not None:
@@ -95,7 +139,7 @@ def identifiers_of(event: FoldInput) -> list[Identifier]:
     return found
 
 
-def state_of_event(event: FoldInput, at: int, seq: int) -> ProfileState:
+def state_of_event(event: FoldSource, at: int, seq: int) -> ProfileState:
     """The profile that this one event alone makes; folding is merging these."""
     custom: dict[str, Stamped] = {}
     if event.custom is not None:
@@ -122,7 +166,7 @@ def state_of_event(event: FoldInput, at: int, seq: int) -> ProfileState:
     )
 
 
-def fold_events(state: ProfileState, events: Sequence[tuple[FoldInput, int, int]]) -> ProfileState:
+def fold_events(state: ProfileState, events: Sequence[tuple[FoldSource, int, int]]) -> ProfileState:
     """``state`` merged with the singleton state of each (event, at, seq), in one pass.
 
     The same result as merging ``state_of_event`` of each event into ``state`` (a

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from eventfold.domain.profile import (
-    FoldInput,
+    FoldSource,
     ProfileState,
     fold_events,
     identifiers_of,
@@ -38,9 +38,9 @@ class ProfileBook:
         self.touched: set[int] = set()
         self._allocate_id = allocate_id
         # Events wait here per profile and are applied in one pass by ``settle``.
-        self._pending: dict[int, list[tuple[FoldInput, int, int]]] = {}
+        self._pending: dict[int, list[tuple[FoldSource, int, int]]] = {}
 
-    def fold(self, account_id: int, event: FoldInput, at: int, seq: int) -> int:
+    def fold(self, account_id: int, event: FoldSource, at: int, seq: int) -> int:
         """Folds one event into its person's profile; returns that profile's id."""
         keys = [(account_id, kind, value) for kind, value in identifiers_of(event)]
         found = sorted({self.identities[key] for key in keys if key in self.identities})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typing
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -26,6 +26,7 @@ from eventfold.domain.identity import EMAIL_RULE, PHONE_RULE, normalise_email, n
 from eventfold.domain.languages import ISO_639_1
 from eventfold.domain.limits import Limits
 from eventfold.domain.moments import OutOfRange, as_utc, from_epoch_ms, to_epoch_ms
+from eventfold.domain.profile import FoldSource
 from eventfold.errors import FieldError, InvalidRequest, PayloadTooLarge
 
 MAX_REPORTED_ERRORS = 100
@@ -47,6 +48,14 @@ _BODY_SHAPE = 'the body must be a JSON object with an "events" list: {"events": 
 _DECODE_ERRORS = (msgspec.MsgspecError, UnicodeDecodeError, RecursionError)
 
 
+class ValidatedBatch(NamedTuple):
+    events: list[AcceptedEvent]
+    # What the fold reads of each event, as validated (None where it must decode the
+    # stored document: an event with custom dates, which the document holds as
+    # strings); None for a batch read generically.
+    fold_sources: list[FoldSource | None] | None
+
+
 class BatchValidator:
     """Built once at start-up with the configured limits; thread-safe."""
 
@@ -66,11 +75,15 @@ class BatchValidator:
 
     def validate(self, body: bytes, received_at_ms: int) -> list[AcceptedEvent]:
         """The body's events, normalised; raises InvalidRequest listing every problem."""
+        return self.validate_batch(body, received_at_ms).events
+
+    def validate_batch(self, body: bytes, received_at_ms: int) -> ValidatedBatch:
+        """``validate``, with the validated events kept for a fold in this process."""
         decoder = self._batch_decoder if b"\\u0000" in body else self._nul_free_decoder
         try:
             batch = decoder.decode(body)
         except _DECODE_ERRORS:
-            return self._validate_generically(body, received_at_ms)
+            return ValidatedBatch(self._validate_generically(body, received_at_ms), None)
         self._check_count(len(batch.events))
         problems = _Problems(len(batch.events))
         received_at = from_epoch_ms(received_at_ms)
@@ -79,7 +92,11 @@ class BatchValidator:
             for index, event in enumerate(batch.events)
         ]
         problems.raise_if_any()
-        return typing.cast(list[AcceptedEvent], accepted)
+        sources: list[FoldSource | None] = [
+            None if event.custom is not None and event.custom.date else event
+            for event in batch.events
+        ]
+        return ValidatedBatch(typing.cast(list[AcceptedEvent], accepted), sources)
 
     def _validate_generically(self, body: bytes, received_at_ms: int) -> list[AcceptedEvent]:
         data = self._decode_generically(body)

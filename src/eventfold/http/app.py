@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from eventfold.bootstrap import Services, build_services
 from eventfold.errors import EventfoldError
+from eventfold.garbage_collection import tune_for_the_fold
 from eventfold.http import errors, segments
 from eventfold.http.debugger import debugger_page, debugger_stream, reference_page
 from eventfold.http.events import get_events, post_events
@@ -125,4 +126,6 @@ def create_app_from_environment() -> Starlette:
     """The factory uvicorn imports in every worker process (settings come from the env)."""
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.verbose)
-    return create_app(build_services(settings), close_storage_on_shutdown=True)
+    app = create_app(build_services(settings), close_storage_on_shutdown=True)
+    tune_for_the_fold()
+    return app

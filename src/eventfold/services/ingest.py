@@ -73,11 +73,13 @@ class IngestService:
         received_at_ms = now_ms()
         await self.refuse_if_fold_is_behind()
         claim = self._claim(idempotency_key, body, received_at_ms)
-        events = self._validator.validate(body, received_at_ms)
+        events, fold_sources = self._validator.validate_batch(body, received_at_ms)
         try:
             self._rate_limiter.take(principal.key_id, principal.rate_limit, len(events))
             if events or claim is not None:
-                stored = await self._log.append(principal.account_id, received_at_ms, events, claim)
+                stored = await self._log.append(
+                    principal.account_id, received_at_ms, events, claim, fold_sources
+                )
                 if stored:
                     self._fold_lag.accepted(len(events))
         except EventfoldError as error:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from eventfold.domain.profile import FoldInput, ProfileState
+from eventfold.domain.profile import FoldSource, ProfileState
 from eventfold.domain.segments.evaluate import (
     LeafState,
     PersonLeaves,
@@ -128,7 +128,7 @@ class Evaluation:
     accounts: Mapping[int, AccountSegments]
     # (event, timestamp) folded into each person in this transaction and not yet in
     # their stored leaf states.
-    step_events: Mapping[int, Sequence[tuple[FoldInput, int]]] = field(default_factory=dict)
+    step_events: Mapping[int, Sequence[tuple[FoldSource, int]]] = field(default_factory=dict)
     brand_new: set[int] = field(default_factory=set)  # profiles made by this fold step
     merged: Mapping[int, int] = field(default_factory=dict)  # merged away -> survivor
     rebuild: set[str] = field(default_factory=set)  # leaves to build afresh for everyone
@@ -251,7 +251,7 @@ def judge(
     return PersonVerdict(profile_id, account_id, leaves, verdict.next_change)
 
 
-def fields_changed_by(events: Sequence[tuple[FoldInput, int]]) -> set[str]:
+def fields_changed_by(events: Sequence[tuple[FoldSource, int]]) -> set[str]:
     """The profile fields that folding these events can have changed."""
     if not events:
         return set()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from eventfold.domain.profile import FoldInput
+from eventfold.domain.profile import FoldSource
 from eventfold.domain.profile_book import ProfileBook
 from eventfold.services.segment_evaluation import Evaluation, compile_accounts
 from eventfold.storage.base import PendingEvent
@@ -33,7 +33,7 @@ def fold_segments(
     compiled = compile_accounts(records.definitions(accounts))
     if not compiled:
         return  # no segments in these accounts: one small query a step
-    step_events: dict[int, list[tuple[FoldInput, int]]] = {}
+    step_events: dict[int, list[tuple[FoldSource, int]]] = {}
     for profile_id, pending in folded:
         step_events.setdefault(profile_id, []).append(
             (pending.event, pending.accepted.occurred_at_ms)

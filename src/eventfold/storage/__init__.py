@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from eventfold.settings import Settings, parse_database_url
 from eventfold.storage.base import EventLog, Storage
+from eventfold.storage.decoded_batches import DecodedBatches
+from eventfold.storage.sql_store import SqlStorage
 
 
 def open_storage(
@@ -17,18 +19,30 @@ def open_storage(
     if location.scheme == "postgresql":
         from eventfold.storage.postgres import PostgresStorage
 
-        return PostgresStorage(
-            location.url, max_pending_events=settings.max_pending_events, on_commit=on_commit
+        return _handing_off(
+            settings,
+            PostgresStorage(
+                location.url, max_pending_events=settings.max_pending_events, on_commit=on_commit
+            ),
         )
     from eventfold.storage.sqlite import SqliteStorage
 
     assert location.path is not None
-    return SqliteStorage(
+    storage = SqliteStorage(
         location.path,
         max_pending_events=settings.max_pending_events,
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
         on_commit=on_commit,
     )
+    return _handing_off(settings, storage)
+
+
+def _handing_off(settings: Settings, storage: SqlStorage) -> SqlStorage:
+    """Where this process folds what it accepts, its appends hand the validated events
+    to its fold (``DecodedBatches``); JetStream's workers read the stream instead."""
+    if settings.fold_in_server and not settings.log_url:
+        storage.decoded_batches = DecodedBatches()
+    return storage
 
 
 def open_log(settings: Settings, storage: Storage) -> EventLog:

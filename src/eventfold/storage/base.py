@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from eventfold.domain.events import AcceptedEvent
-from eventfold.domain.profile import FoldInput, ProfileState
+from eventfold.domain.profile import FoldSource, ProfileState
 from eventfold.domain.profile_book import IdentityKey, ProfileBook
 from eventfold.storage.segment_contract import SegmentRecords, SegmentStore
 from eventfold.storage.webhook_records import WebhookStore
@@ -112,7 +112,7 @@ class PendingEvent(NamedTuple):
     account_id: int
     received_at_ms: int
     accepted: AcceptedEvent
-    event: FoldInput
+    event: FoldSource
 
 
 class FoldTransaction(Protocol):
@@ -185,12 +185,14 @@ class EventLog(Protocol):
         received_at_ms: int,
         events: Sequence[AcceptedEvent],
         claim: IdempotencyClaim | None = None,
+        fold_sources: Sequence[FoldSource | None] | None = None,
     ) -> bool:
         """Stores the whole batch durably, or nothing; returns once it is on disk.
 
         With a claim whose key was already used with the same body inside the window,
         stores nothing and returns False; with a different body, raises
-        IdempotencyConflict. Otherwise returns True.
+        IdempotencyConflict. Otherwise returns True. ``fold_sources`` (the validated
+        events, ``ValidatedBatch``) may be handed to a fold in this process.
         """
 
     def forget_idempotency_keys(self, before_ms: int) -> None:

@@ -147,12 +147,14 @@ class PostgresStorage(SqlStorage):
         received_at_ms: int,
         count: int,
         record: bytes,
-    ) -> None:
+    ) -> int:
         # The position is the column's default: the sequence batch_seqs, SEQ_STRIDE apart.
-        connection.execute(
-            "INSERT INTO batches (account_id, received_at, event_count, body) VALUES (?, ?, ?, ?)",
+        row = connection.execute(
+            "INSERT INTO batches (account_id, received_at, event_count, body)"
+            " VALUES (?, ?, ?, ?) RETURNING seq",
             (account_id, received_at_ms, count, record),
-        )
+        ).fetchone()
+        return int(row[0])
 
     def _allocate_batch_seqs(self, connection: SqlConnection, count: int) -> list[int]:
         rows = connection.execute(

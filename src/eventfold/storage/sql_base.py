@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from eventfold.storage.decoded_batches import DecodedBatches
 from eventfold.storage.group_commit import GroupCommitWriter, WriteSession, storage_unavailable
 from eventfold.storage.sql import SqlConnection
 from eventfold.storage.sql_fold import FoldLocking, QueueCursor
@@ -55,6 +56,9 @@ class SqlBase:
         self._new_events = threading.Event()
         # Late commits (PostgreSQL) wait at most this long plus a step to be folded.
         self._fold_cursor = QueueCursor(rescan_seconds=1.0)
+        # Set where a fold runs in this process (bootstrap): appended batches are handed
+        # to it as validated.
+        self.decoded_batches: DecodedBatches | None = None
 
     # --- what a backend provides ----------------------------------------------------
 
@@ -76,8 +80,8 @@ class SqlBase:
         received_at_ms: int,
         count: int,
         record: bytes,
-    ) -> None:
-        """Appends a batch's record to the log at the next free position."""
+    ) -> int:
+        """Appends a batch's record to the log at the next free position; returns it."""
         raise NotImplementedError
 
     def _allocate_batch_seqs(self, connection: SqlConnection, count: int) -> list[int]:

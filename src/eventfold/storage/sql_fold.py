@@ -23,11 +23,12 @@ from typing import Any
 import msgspec
 
 from eventfold.domain.events import AcceptedEvent
-from eventfold.domain.profile import FoldInput, ProfileState
+from eventfold.domain.profile import FoldInput, FoldSource, ProfileState
 from eventfold.domain.profile_book import IdentityKey, ProfileBook
 from eventfold.errors import FoldContention
 from eventfold.storage.base import PendingEvent
 from eventfold.storage.batch_records import decode_events
+from eventfold.storage.decoded_batches import Decoded, DecodedBatches
 from eventfold.storage.identity_keys import indexed_value
 from eventfold.storage.segment_contract import SegmentRecords
 from eventfold.storage.sql import SqlConnection
@@ -49,15 +50,26 @@ _IDS_AT_ONCE = 256
 
 
 def pending_events(
-    seq: int, account_id: int, received_at_ms: int, events: Sequence[AcceptedEvent]
+    seq: int,
+    account_id: int,
+    received_at_ms: int,
+    events: Sequence[AcceptedEvent],
+    sources: Sequence[FoldSource | None] | None = None,
 ) -> list[PendingEvent]:
     """The events of the batch at position ``seq``, at their positions, as the fold
-    takes them."""
+    takes them: with what the fold reads of each, given or decoded from its document."""
+    decode = _fold_input.decode
     return [
         PendingEvent(
-            seq + index, account_id, received_at_ms, event, _fold_input.decode(event.document)
+            seq + index,
+            account_id,
+            received_at_ms,
+            event,
+            decode(event.document) if source is None else source,
         )
-        for index, event in enumerate(events)
+        for index, (event, source) in enumerate(
+            zip(events, sources or [None] * len(events), strict=True)
+        )
     ]
 
 
@@ -112,8 +124,10 @@ class SqlFoldTransaction:
         cursor: QueueCursor,
         now_ms: int,
         insert_events: Callable[[SqlConnection, list[Row]], None],
+        decoded_batches: DecodedBatches | None = None,
     ) -> None:
         self._connection = connection
+        self._decoded_batches = decoded_batches
         self._locking = locking
         self._insert_events = insert_events
         self._cursor = cursor
@@ -138,8 +152,8 @@ class SqlFoldTransaction:
             return []
         batches = select_in(
             connection,
-            "SELECT seq, account_id, received_at, body FROM batches WHERE seq IN ({}) ORDER BY seq"
-            + self._locking.claim_suffix,
+            "SELECT seq, account_id, received_at, event_count FROM batches WHERE seq IN ({})"
+            " ORDER BY seq" + self._locking.claim_suffix,
             (),
             wanted,
         )
@@ -148,12 +162,32 @@ class SqlFoldTransaction:
         claimed = [row[0] for row in batches]
         if seqs is None:
             self._cursor.moved_to(claimed[-1])
+        decoded = self._decoded(batches)
         select_in(connection, "DELETE FROM batches WHERE seq IN ({}) RETURNING seq", (), claimed)
         return [
             event
-            for seq, account, received_at, body in batches
-            for event in pending_events(seq, account, received_at, decode_events(bytes(body)))
+            for seq, account, received_at, _ in batches
+            for event in pending_events(seq, account, received_at, *decoded[seq])
         ]
+
+    def _decoded(self, batches: Sequence[Row]) -> dict[int, Decoded]:
+        """The claimed batches' events: as handed over by this process's request path
+        where it can (``DecodedBatches``), else decoded from their records."""
+        found: dict[int, Decoded] = {}
+        if self._decoded_batches is not None:
+            for seq, _, _, event_count in batches:
+                decoded = self._decoded_batches.take(seq, event_count)
+                if decoded is not None:
+                    found[seq] = decoded
+        missing = [row[0] for row in batches if row[0] not in found]
+        if missing:
+            records = select_in(
+                self._connection, "SELECT seq, body FROM batches WHERE seq IN ({})", (), missing
+            )
+            for seq, body in records:
+                events = decode_events(bytes(body))
+                found[seq] = (events, [None] * len(events))
+        return found
 
     def load_people(
         self, keys: Iterable[IdentityKey]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from eventfold.clock import now_ms as current_ms
 from eventfold.domain.events import AcceptedEvent
-from eventfold.domain.profile import ProfileState
+from eventfold.domain.profile import FoldSource, ProfileState
 from eventfold.errors import IdempotencyConflict
 from eventfold.storage import sql_log, sql_logged, sql_profiles
 from eventfold.storage.base import (
@@ -50,19 +50,22 @@ class SqlStorage(SqlSegmentStore, SqlKeys, SqlWebhooks):
         received_at_ms: int,
         events: Sequence[AcceptedEvent],
         claim: IdempotencyClaim | None = None,
+        fold_sources: Sequence[FoldSource | None] | None = None,
     ) -> bool:
         record = encode_events(events) if events else b""
 
-        def insert(connection: SqlConnection) -> bool:
+        def insert(connection: SqlConnection) -> int | None:
             if claim is not None and not claim_key(connection, account_id, received_at_ms, claim):
-                return False
-            if events:
-                self._append_batch(connection, account_id, received_at_ms, len(events), record)
-            return True
+                return None
+            if not events:
+                return 0
+            return self._append_batch(connection, account_id, received_at_ms, len(events), record)
 
-        stored = await self._writer.submit(insert, rows=max(1, len(events)))
+        seq = await self._writer.submit(insert, rows=max(1, len(events)))
+        if seq and fold_sources is not None and self.decoded_batches is not None:
+            self.decoded_batches.put(seq, (events, fold_sources))
         self.wake_waiters()
-        return stored
+        return seq is not None
 
     def forget_idempotency_keys(self, before_ms: int) -> None:
         self._writer.enqueue_quietly(
@@ -132,7 +135,12 @@ class SqlStorage(SqlSegmentStore, SqlKeys, SqlWebhooks):
         self, connection: SqlConnection, cursor: QueueCursor
     ) -> SqlFoldTransaction:
         return SqlFoldTransaction(
-            connection, self._fold_locking, cursor, current_ms(), self._insert_events
+            connection,
+            self._fold_locking,
+            cursor,
+            current_ms(),
+            self._insert_events,
+            self.decoded_batches,
         )
 
     def pending_batches(self, max_events: int) -> list[int]:

@@ -90,14 +90,16 @@ class SqliteStorage(SqlStorage):
         received_at_ms: int,
         count: int,
         record: bytes,
-    ) -> None:
+    ) -> int:
         # One writer: the next position is SEQ_STRIDE above the highest ever given
         # (AUTOINCREMENT records it in sqlite_sequence, even once that batch is folded).
-        connection.execute(
+        row = connection.execute(
             "INSERT INTO batches (seq, account_id, received_at, event_count, body) VALUES"
-            " ((SELECT seq FROM sqlite_sequence WHERE name = 'batches') + ?, ?, ?, ?, ?)",
+            " ((SELECT seq FROM sqlite_sequence WHERE name = 'batches') + ?, ?, ?, ?, ?)"
+            " RETURNING seq",
             (SEQ_STRIDE, account_id, received_at_ms, count, record),
-        )
+        ).fetchone()
+        return int(row[0])
 
     def _allocate_batch_seqs(self, connection: SqlConnection, count: int) -> list[int]:
         row = connection.execute(

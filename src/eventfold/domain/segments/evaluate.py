@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from eventfold.domain.moments import to_epoch_ms
-from eventfold.domain.profile import FoldInput, ProfileState
+from eventfold.domain.profile import FoldSource, ProfileState
 from eventfold.domain.segments.language import (
     AllOf,
     AnyOf,
@@ -76,14 +76,14 @@ def resolve(condition: Condition, definitions: Mapping[str, Condition]) -> Condi
 def leaf_states(
     leaves: PersonLeaves,
     definitions: Mapping[str, EventLeaf],
-    events: Iterable[tuple[FoldInput, int]],
+    events: Iterable[tuple[FoldSource, int]],
     now: int,
 ) -> PersonLeaves:
     """``leaves`` with these (event, timestamp) added to each known leaf, and windows
     cut to ``now`` (what fell out of a window can never count again). States that do not
     change are shared with ``leaves``, never modified."""
     events = list(events)
-    by_action: dict[str, list[tuple[FoldInput, int]]] = {}
+    by_action: dict[str, list[tuple[FoldSource, int]]] = {}
     for event, at in events:
         by_action.setdefault(event.action, []).append((event, at))
     updated = dict(leaves)
@@ -118,7 +118,7 @@ def merge_leaves(a: PersonLeaves, b: PersonLeaves) -> PersonLeaves:
 
 
 def leaf_from_events(
-    leaf: EventLeaf, events: Iterable[tuple[FoldInput, int]], now: int
+    leaf: EventLeaf, events: Iterable[tuple[FoldSource, int]], now: int
 ) -> LeafState:
     """The leaf's state built from all the person's events."""
     fp = leaf.fingerprint
@@ -128,7 +128,7 @@ def leaf_from_events(
 _filters: dict[str, tuple[tuple[str, Callable[[list[Any]], bool]], ...]] = {}
 
 
-def event_matches(leaf: EventLeaf, event: FoldInput) -> bool:
+def event_matches(leaf: EventLeaf, event: FoldSource) -> bool:
     if leaf.action is not None and event.action != leaf.action:
         return False
     if not leaf.where:
@@ -141,7 +141,7 @@ def event_matches(leaf: EventLeaf, event: FoldInput) -> bool:
     return all(check(event_values(event, name)) for name, check in filters)
 
 
-def event_amount(leaf: EventLeaf, event: FoldInput) -> int:
+def event_amount(leaf: EventLeaf, event: FoldSource) -> int:
     if leaf.sum_field is None:
         return 0
     return sum(_millionths(v) for v in event_values(event, leaf.sum_field))
@@ -171,7 +171,7 @@ def profile_values(state: ProfileState, name: str) -> list[Any]:
     return _typed(kind, stamped.value) if stamped is not None else []
 
 
-def event_values(event: FoldInput, name: str) -> list[Any]:
+def event_values(event: FoldSource, name: str) -> list[Any]:
     if name == "email":
         return [event.email] if event.email is not None else []
     if name == "phoneNumber":

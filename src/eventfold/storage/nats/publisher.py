@@ -14,6 +14,7 @@ import nats.js.errors
 from nats.js import api
 
 from eventfold.domain.events import AcceptedEvent
+from eventfold.domain.profile import FoldSource
 from eventfold.errors import IdempotencyConflict, StorageUnavailable
 from eventfold.settings import Settings
 from eventfold.storage.base import FoldLag, IdempotencyClaim, Storage
@@ -56,7 +57,9 @@ class NatsPublisher:
         received_at_ms: int,
         events: Sequence[AcceptedEvent],
         claim: IdempotencyClaim | None = None,
+        fold_sources: Sequence[FoldSource | None] | None = None,
     ) -> bool:
+        # fold_sources: workers fold from the stream, in their own processes.
         if claim is not None:
             known = await self._applied_hash(account_id, claim.key)
             if known is not None and known != claim.body_hash:
