@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from eventfold.domain.events import AcceptedEvent
-from eventfold.domain.profile import FoldInput, ProfileState
+from eventfold.domain.profile import FoldInput, FoldSource, ProfileState
 from eventfold.domain.profile_book import IdentityKey, ProfileBook
 from eventfold.domain.segments.evaluate import (
     PersonLeaves,
@@ -43,7 +43,7 @@ class World:
         self.now = now
         self.identities: dict[IdentityKey, int] = {}
         self.states: dict[int, ProfileState] = {}
-        self.events: list[tuple[int, FoldInput, int]] = []  # (profile, event, at)
+        self.events: list[tuple[int, FoldSource, int]] = []  # (profile, event, at)
         self.segments: list[SegmentRecord] = []
         self.leaves: dict[int, PersonLeaves] = {}
         self.next_change: dict[int, int | None] = {}
@@ -213,7 +213,7 @@ class MemoryRecords:
             if pid in self.world.states
         }
 
-    def events_of(self, profile_ids: Sequence[int]) -> dict[int, list[tuple[FoldInput, int]]]:
+    def events_of(self, profile_ids: Sequence[int]) -> dict[int, list[tuple[FoldSource, int]]]:
         return {
             pid: [(ev, at) for owner, ev, at in self.world.events if owner == pid]
             for pid in profile_ids

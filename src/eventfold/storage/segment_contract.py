@@ -7,11 +7,11 @@ caller runs (``SegmentRecords``), or reads on its own (``SegmentStore``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from eventfold.domain.profile import FoldInput, ProfileState
+from eventfold.domain.profile import FoldSource, ProfileState
 from eventfold.domain.segments.evaluate import PersonLeaves
 
 T = TypeVar("T")
@@ -96,7 +96,9 @@ class SegmentRecords(Protocol):
     def lock_profiles(self, profile_ids: Sequence[int]) -> dict[int, tuple[int, ProfileState]]:
         """These profiles' (account, state), locked against folds (erased ones absent)."""
 
-    def events_of(self, profile_ids: Sequence[int]) -> dict[int, list[tuple[FoldInput, int]]]:
+    def events_of(
+        self, profile_ids: Sequence[int]
+    ) -> Mapping[int, Sequence[tuple[FoldSource, int]]]:
         """Each profile's folded events as (event, timestamp)."""
 
     def leaves(self, profile_ids: Sequence[int]) -> dict[int, PersonLeaves]:
