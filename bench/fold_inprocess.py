@@ -68,6 +68,10 @@ def main() -> None:
         else:
             url = stack.enter_context(fresh_postgres_database(POSTGRES, "fold_inprocess"))
         storage = open_storage(Settings(database_url=url, fold_in_server=hand_off))
+        if hand_off:  # every event held, as if folded while appended
+            from eventfold.storage.decoded_batches import DecodedBatches
+
+            storage.decoded_batches = DecodedBatches(max_events=events, max_age_seconds=3600)  # type: ignore[attr-defined]
         stack.callback(storage.close)
         secret = storage.create_key("bench", now_ms())[1]
         principal = storage.find_key(hash_secret(secret))

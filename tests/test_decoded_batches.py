@@ -5,6 +5,7 @@ decoded from their stored documents, and a batch it does not hold is read from i
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -120,9 +121,24 @@ def test_a_held_batch_is_taken_once_and_only_with_its_event_count() -> None:
     assert held.take(65_536, 2) is None  # taken (and forgotten) by the look before
     for seq in range(1, 4):
         held.put(seq * 65_536, (accepted, sources))
-    assert len(held) == 4  # the oldest pushed out: at most 5 events
-    assert held.take(65_536, 2) is None
-    assert held.take(2 * 65_536, 2) == (accepted, sources)
+    # Full at 5 events: the newest is left out, the oldest (folded next) are kept.
+    assert len(held) == 4
+    assert held.take(3 * 65_536, 2) is None
+    assert held.take(65_536, 2) == (accepted, sources)
+
+
+def test_batches_held_past_their_age_are_dropped() -> None:
+    accepted, sources = _validator.validate_batch(
+        b'{"events": [{"action": "a", "email": "a@x.co"}]}', now_ms()
+    )
+    assert sources is not None
+    held = DecodedBatches(max_events=100, max_age_seconds=0.05)
+    held.put(65_536, (accepted, sources))  # folded by another process, say
+    time.sleep(0.1)
+    held.put(2 * 65_536, (accepted, sources))
+    assert len(held) == 1
+    assert held.take(65_536, 1) is None
+    assert held.take(2 * 65_536, 1) == (accepted, sources)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

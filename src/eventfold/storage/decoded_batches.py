@@ -4,15 +4,18 @@ process, so that the fold neither reads their records back nor decodes them agai
 
 Only an accelerator: a batch missing here is read from its record, as a fold in another
 process reads every batch. An entry is put once its batch's append has committed (a
-position is then never given again) and taken at most once; one whose batch another
-process folded is pushed out by newer ones (the hand-off holds at most ``max_events``
-events). A batch that was split for the quarantine holds fewer events at the same
-position than its entry: an entry is used only while the event counts agree.
+position is then never given again) and taken at most once. The fold takes the oldest
+batches first, so when the hand-off is full a new batch is not put (rather than the
+oldest pushed out); entries older than ``max_age_seconds``, which another process folded
+or which are folded from their records by now, are dropped. A batch that was split for
+the quarantine holds fewer events at the same position than its entry: an entry is used
+only while the event counts agree.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -22,34 +25,50 @@ from eventfold.domain.profile import FoldSource
 # A batch's events, and what the fold reads of each (None: decode its document).
 Decoded = tuple[Sequence[AcceptedEvent], Sequence[FoldSource | None]]
 
-# Enough for the fold's backlog at the freshness bound on this kind of machine (about
-# 3 s of 15,000 events/s): a validated event keeps about 2 KB of Python objects.
-DEFAULT_MAX_EVENTS = 50_000
+# A validated realistic event (bench/batches.py) with its stored form keeps about 3.7 KB
+# of Python objects: 10,000 events, five fold steps, are at most about 37 MB.
+DEFAULT_MAX_EVENTS = 10_000
+# The freshness bound's default: a batch not folded by then is read from its record.
+DEFAULT_MAX_AGE_SECONDS = 10.0
 
 
 class DecodedBatches:
-    def __init__(self, max_events: int = DEFAULT_MAX_EVENTS) -> None:
+    def __init__(
+        self,
+        max_events: int = DEFAULT_MAX_EVENTS,
+        max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
+    ) -> None:
         self._max_events = max_events
-        self._held: OrderedDict[int, Decoded] = OrderedDict()
+        self._max_age_seconds = max_age_seconds
+        self._held: OrderedDict[int, tuple[float, Decoded]] = OrderedDict()
         self._events = 0
         self._lock = threading.Lock()
 
     def put(self, seq: int, decoded: Decoded) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._held[seq] = decoded
-            self._events += len(decoded[0])
-            while self._events > self._max_events:
-                _, (dropped, _) = self._held.popitem(last=False)
-                self._events -= len(dropped)
+            while self._held:
+                oldest = next(iter(self._held.values()))
+                if now - oldest[0] <= self._max_age_seconds:
+                    break
+                self._drop_oldest()
+            if self._events + len(decoded[0]) <= self._max_events:
+                self._held[seq] = (now, decoded)
+                self._events += len(decoded[0])
 
     def take(self, seq: int, event_count: int) -> Decoded | None:
         """The batch at this position, if held here with this many events; forgets it."""
         with self._lock:
-            decoded = self._held.pop(seq, None)
-            if decoded is None:
+            held = self._held.pop(seq, None)
+            if held is None:
                 return None
+            decoded = held[1]
             self._events -= len(decoded[0])
         return decoded if len(decoded[0]) == event_count else None
+
+    def _drop_oldest(self) -> None:
+        _, (_, (events, _)) = self._held.popitem(last=False)
+        self._events -= len(events)
 
     def __len__(self) -> int:
         return self._events
