@@ -19,7 +19,7 @@ from eventfold.domain.keys import hash_secret
 from eventfold.domain.limits import Limits
 from eventfold.domain.profile import FoldInput, identifiers_of, state_of_event
 from eventfold.domain.segments.evaluate import event_values
-from eventfold.domain.validation import BatchValidator
+from eventfold.domain.validation import MAX_HANDED_OVER_BODY_BYTES, BatchValidator
 from eventfold.services.fold import FoldService
 from eventfold.settings import Settings
 from eventfold.storage import open_storage
@@ -106,6 +106,16 @@ def test_the_fold_reads_a_handed_over_event_as_it_reads_its_stored_document(
 def test_a_batch_with_unknown_fields_is_handed_over_without_its_events() -> None:
     body = b'{"events": [{"action": "view", "email": "a@x.co", "colour": "red"}]}'
     assert _validator.validate_batch(body, now_ms()).fold_sources is None
+
+
+def test_a_body_over_a_mebibyte_is_not_handed_over() -> None:
+    """Its validated events would be held while it waits for its append."""
+    event = {"action": "a", "email": "a@x.co", "tags": [f"{n:04d}" + "x" * 200 for n in range(5)]}
+    under = msgspec.json.encode({"events": [event] * 900})
+    over = msgspec.json.encode({"events": [event] * 1_100})
+    assert len(under) <= MAX_HANDED_OVER_BODY_BYTES < len(over)
+    assert _validator.validate_batch(under, now_ms()).fold_sources is not None
+    assert _validator.validate_batch(over, now_ms()).fold_sources is None
 
 
 def test_a_held_batch_is_taken_once_and_only_with_its_event_count() -> None:

@@ -46,13 +46,16 @@ _FIELD_HINTS = {
 }
 _BODY_SHAPE = 'the body must be a JSON object with an "events" list: {"events": [{...}]}'
 _DECODE_ERRORS = (msgspec.MsgspecError, UnicodeDecodeError, RecursionError)
+# A larger body's validated events are not kept for the fold: they would be held while
+# the batch waits for its append (four 9 MiB uploads at once held 80 MB more).
+MAX_HANDED_OVER_BODY_BYTES = 1024 * 1024
 
 
 class ValidatedBatch(NamedTuple):
     events: list[AcceptedEvent]
     # What the fold reads of each event, as validated (None where it must decode the
     # stored document: an event with custom dates, which the document holds as
-    # strings); None for a batch read generically.
+    # strings); None for a batch read generically or over MAX_HANDED_OVER_BODY_BYTES.
     fold_sources: list[FoldSource | None] | None
 
 
@@ -92,11 +95,14 @@ class BatchValidator:
             for index, event in enumerate(batch.events)
         ]
         problems.raise_if_any()
+        events = typing.cast(list[AcceptedEvent], accepted)
+        if len(body) > MAX_HANDED_OVER_BODY_BYTES:
+            return ValidatedBatch(events, None)
         sources: list[FoldSource | None] = [
             None if event.custom is not None and event.custom.date else event
             for event in batch.events
         ]
-        return ValidatedBatch(typing.cast(list[AcceptedEvent], accepted), sources)
+        return ValidatedBatch(events, sources)
 
     def _validate_generically(self, body: bytes, received_at_ms: int) -> list[AcceptedEvent]:
         data = self._decode_generically(body)
