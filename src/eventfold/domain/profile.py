@@ -236,8 +236,11 @@ def fold_events(state: ProfileState, events: Sequence[tuple[FoldItem, int, int]]
             continue
         if event.tags:
             tags = dict(tags) if tags is tags_before else tags
+            added = Stamped(at, seq, _ADDED, True)
             for tag in event.tags:
-                _stamp(tags, tag, Stamped(at, seq, _ADDED, True))
+                old = tags.get(tag)
+                if old is None or (at, seq, _ADDED) >= (old.at, old.seq, old.index):
+                    tags[tag] = added
         first_seen = at if first_seen is None or at < first_seen else first_seen
         last_seen = at if last_seen is None or at > last_seen else last_seen
         if event.locale is not None and (
@@ -251,7 +254,8 @@ def fold_events(state: ProfileState, events: Sequence[tuple[FoldItem, int, int]]
             stats[0] += 1
             stats[1] = min(stats[1], at)
             stats[2] = max(stats[2], at)
-        _set_custom(custom, event.custom, at, seq)
+        if event.custom is not None:
+            _set_custom(custom, event.custom, at, seq)
         if event.products:
             entries = products.setdefault(event.action, [])
             entries.extend(Stamped(at, seq, -i, p.id) for i, p in enumerate(event.products))
