@@ -7,7 +7,8 @@ answered 422, a rule of the server's state that no schema can state. Schemathesi
 keys from a small pool, so each valid key it draws is made unique here; keys that break
 the document's rules (empty, too long) are sent as drawn, to be rejected.
 
-An event's timestamp may be at most 24 hours ahead of the server's clock. A well-formed
+An event's (or profile upsert's) timestamp may be at most 24 hours ahead of the server's
+clock. A well-formed
 timestamp that is later is moved to the same day and time of 2020, which keeps it
 well-formed; malformed ones are sent as drawn.
 """
@@ -30,15 +31,16 @@ def before_call(context: Any, case: Any, **kwargs: Any) -> None:
     key = (case.headers or {}).get("Idempotency-Key")
     if key is not None and 1 <= len(key) <= 255:
         case.headers["Idempotency-Key"] = uuid.uuid4().hex
-    if case.path == "/api/v0/events" and case.method.upper() == "POST":
-        _past_timestamps(case.body)
+    if case.method.upper() == "POST" and case.path in _TIMESTAMPED:
+        _past_timestamps(case.body, _TIMESTAMPED[case.path])
 
 
 _WELL_FORMED = re.compile(DATE_TIME_PATTERN)
+_TIMESTAMPED = {"/api/v0/events": "events", "/api/v0/profiles": "profiles"}
 
 
-def _past_timestamps(body: Any) -> None:
-    events = body.get("events") if isinstance(body, dict) else None
+def _past_timestamps(body: Any, items: str) -> None:
+    events = body.get(items) if isinstance(body, dict) else None
     for event in events if isinstance(events, list) else ():
         stamp = event.get("timestamp") if isinstance(event, dict) else None
         if not isinstance(stamp, str) or not _WELL_FORMED.search(stamp):

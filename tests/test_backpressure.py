@@ -23,6 +23,7 @@ from bench.nats_cluster import NatsCluster
 
 from eventfold.clock import now_ms
 from eventfold.domain.limits import Limits
+from eventfold.domain.upsert_validation import UpsertValidator
 from eventfold.domain.validation import BatchValidator
 from eventfold.errors import Overloaded
 from eventfold.services.fold import FoldService
@@ -203,7 +204,9 @@ def test_ingest_refuses_once_an_event_accepted_now_would_wait_past_30_percent_of
 ):
     log, clock = AppendedBatches(), Clock(100)
     gauge = FoldLagGauge(log, 0.5, clock.monotonic, clock.wall_ms)  # type: ignore[arg-type]
-    ingest = IngestService(log, BatchValidator(Limits()), gauge, 3600, 10**6, 10.0)  # type: ignore[arg-type]
+    validator = BatchValidator(Limits())
+    upserts = UpsertValidator(Limits(), validator.types)
+    ingest = IngestService(log, validator, gauge, 3600, 10**6, 10.0, upserts)  # type: ignore[arg-type]
     principal = Principal("key", 1, "acme")
     batch = b'{"events": [%s]}' % b", ".join([b'{"action": "view", "email": "a@b.co"}'] * 1000)
 

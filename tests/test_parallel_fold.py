@@ -1,5 +1,6 @@
-"""Several real fold workers at once, on random interleavings of appends, identity
-merges and erasures, make exactly the profiles that one serial fold makes."""
+"""Several real fold workers at once, on random interleavings of appends (of events and
+of profile upserts), identity merges and erasures, make exactly the profiles that one
+serial fold makes."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from eventfold.clock import now_ms
 from eventfold.domain.keys import hash_secret
 from eventfold.domain.limits import Limits
 from eventfold.domain.profile import ProfileState
+from eventfold.domain.upsert_validation import UpsertValidator
 from eventfold.domain.validation import BatchValidator
 from eventfold.services.fold import FoldService, fold_everything
 from eventfold.settings import Settings
@@ -29,6 +31,7 @@ from tests.test_fold_properties import by_people
 
 WORKERS = 3
 validator = BatchValidator(Limits())
+upsert_validator = UpsertValidator(Limits(), validator.types)
 
 events = st.fixed_dictionaries(
     {
@@ -42,9 +45,21 @@ events = st.fixed_dictionaries(
         "phoneNumber": st.sampled_from(["+3591111", "+3592222", "+3593333"]),
     },
 ).filter(lambda event: "email" in event or "phoneNumber" in event)
+upserts = st.fixed_dictionaries(
+    {
+        "timestamp": st.sampled_from(["2024-01-01T00:00:01Z", "2024-01-01T00:00:02Z"]),
+        "addTags": st.lists(st.sampled_from(["t1", "t2"]), max_size=1),
+        "removeTags": st.lists(st.sampled_from(["t1", "t2"]), max_size=1),
+    },
+    optional={
+        "email": st.sampled_from(["a@x.co", "b@x.co", "c@x.co", "d@x.co"]),
+        "phoneNumber": st.sampled_from(["+3591111", "+3592222", "+3593333"]),
+    },
+).filter(lambda upsert: "email" in upsert or "phoneNumber" in upsert)
 operations = st.lists(
     st.one_of(
         st.tuples(st.just("append"), st.lists(events, min_size=1, max_size=8)),
+        st.tuples(st.just("upsert"), st.lists(upserts, min_size=1, max_size=4)),
         st.tuples(
             st.just("erase"),
             st.sampled_from([("email", "a@x.co"), ("phoneNumber", "+3592222")]),
@@ -77,6 +92,9 @@ def run(store: Storage, account: int, operation: tuple[str, Any]) -> None:
         batch = msgspec.json.encode({"events": what})
         accepted = validator.validate(batch, now_ms())
         asyncio.run(store.append(account, now_ms(), accepted))
+    elif kind == "upsert":
+        body = msgspec.json.encode({"profiles": what})
+        asyncio.run(store.append(account, now_ms(), upsert_validator.validate(body, now_ms())))
     else:
         identifier_kind, value = what
         asyncio.run(store.erase_person(account, identifier_kind, value, fold_everything))

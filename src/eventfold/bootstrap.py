@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eventfold.domain.events import WireTypes
+from eventfold.domain.upsert_validation import UpsertValidator
+from eventfold.domain.upserts import UpsertTypes
 from eventfold.domain.validation import BatchValidator
 from eventfold.domain.webhook_retries import parse_schedule
 from eventfold.observability import metrics
@@ -39,6 +41,7 @@ class Services:
     background: BackgroundWork
     webhooks: WebhookService
     wire_types: WireTypes  # the request types, for the OpenAPI document
+    upsert_types: UpsertTypes  # the profile upserts' request types, likewise
     rejections: RejectionRing
     debug_feed: DebugFeed
     segments: SegmentService
@@ -81,6 +84,7 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
     """Everything a server process needs; opens the database unless one is given."""
     storage = storage if storage is not None else open_storage(settings, metrics.observe_commit)
     validator = BatchValidator(settings.limits)
+    upsert_validator = UpsertValidator(settings.limits, validator.types)
     rejections = RejectionRing()
     log = open_log(settings, storage)
     fold_lag = FoldLagGauge(log, settings.fold_lag_cache_seconds)
@@ -97,6 +101,7 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
             settings.idempotency_window_seconds,
             settings.max_fold_lag_events,
             settings.max_fold_lag_seconds,
+            upsert_validator,
         ),
         profiles=ProfileService(storage, log, storage),
         profile_export=ProfileExport(storage),
@@ -109,6 +114,7 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
         ),
         webhooks=WebhookService(storage, settings.webhooks_allow_private),
         wire_types=validator.types,
+        upsert_types=upsert_validator.types,
         rejections=rejections,
         debug_feed=DebugFeed(storage, rejections, storage),
         segments=SegmentService(storage, loops.wake if loops is not None else lambda: None),

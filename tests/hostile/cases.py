@@ -389,7 +389,9 @@ def _paths_and_methods() -> list[Case]:
         Case("PUT events", http("PUT", EVENTS, auth, b"{}"), 405),
         Case("PATCH events", http("PATCH", EVENTS, auth, b"{}"), 405),
         Case("DELETE events", http("DELETE", EVENTS, auth), 405),
-        Case("POST profiles", http("POST", "/api/v0/profiles", auth, b"{}"), 405),
+        Case("PUT profiles", http("PUT", "/api/v0/profiles", auth, b"{}"), 405),
+        # Profile upserts are read as event batches are: JSON only.
+        Case("POST profiles without JSON", http("POST", "/api/v0/profiles", auth, b"{}"), 415),
         Case("POST healthz", http("POST", "/healthz", {}, b"{}"), 405),
         Case(
             "trailing slash",

@@ -11,7 +11,9 @@ from typing import Any, Literal
 import httpx2
 
 from eventfold.client.core import (
+    EVENTS_PATH,
     EXPORT_PATH,
+    PROFILES_PATH,
     ClientError,
     ClientOptions,
     ErrorCallback,
@@ -19,6 +21,7 @@ from eventfold.client.core import (
     QueueFull,
     RetryPolicy,
     build_event,
+    build_upsert,
     decode_profile,
     encode_batch,
     encoded_size,
@@ -140,6 +143,26 @@ class AsyncClient(ClientOptions):
                 if line:
                     yield decode_profile(line)
 
+    async def upsert_profile(
+        self,
+        *,
+        email: str | None = None,
+        phone_number: str | None = None,
+        profile_id: str | None = None,
+        custom: dict[str, Any] | None = None,
+        add_tags: Sequence[str] | None = None,
+        remove_tags: Sequence[str] | None = None,
+        timestamp: datetime | str | None = None,
+    ) -> None:
+        """As ``Client.upsert_profile``: sets one person's custom fields and tags now,
+        with retries; InvalidProfile, ClientError or httpx2.TransportError otherwise."""
+        body = build_upsert(
+            email, phone_number, profile_id, custom, add_tags, remove_tags, timestamp
+        )
+        failure = await self._deliver(PROFILES_PATH, body, new_idempotency_key())
+        if failure is not None:
+            raise failure
+
     async def send_batch(self, events: Sequence[Event], idempotency_key: str) -> bool:
         """Sends one prepared batch now, with retries; True once the server accepted it."""
         return await self._send(events, idempotency_key)
@@ -181,13 +204,20 @@ class AsyncClient(ClientOptions):
         if not events:
             return True
         key = idempotency_key or new_idempotency_key()
-        body = encode_batch(events)
+        failure = await self._deliver(EVENTS_PATH, encode_batch(events), key)
+        if failure is None:
+            return True
+        self._report(events, failure)
+        return False
+
+    async def _deliver(self, path: str, body: bytes, key: str) -> Exception | None:
+        """POSTs the body with retries; None once accepted, else the last failure."""
         failure: Exception = ClientError(0, "not sent")
         for attempt in range(self._retry.max_retries + 1):
             wait = None
             try:
                 response = await self._http.post(
-                    "/api/v0/events", content=body, headers=headers(self._secret_key, key)
+                    path, content=body, headers=headers(self._secret_key, key)
                 )
             except httpx2.TransportError as error:
                 failure = error
@@ -196,11 +226,10 @@ class AsyncClient(ClientOptions):
                     response.status_code, response.headers.get("retry-after"), response.content
                 )
                 if refusal is None:
-                    return True
+                    return None
                 failure = refusal
                 if not again:
                     break
             if attempt < self._retry.max_retries:
                 await asyncio.sleep(self._retry.delay(attempt, wait))
-        self._report(events, failure)
-        return False
+        return failure

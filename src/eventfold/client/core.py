@@ -1,5 +1,5 @@
-"""What both clients share: building and checking events, encoding batches, and when
-and how long to wait before retrying."""
+"""What both clients share: building and checking events and profile upserts, encoding
+batches, and when and how long to wait before retrying."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import msgspec
 
 from eventfold.clock import now_ms
 from eventfold.domain.limits import Limits
+from eventfold.domain.upsert_validation import UpsertValidator
 from eventfold.domain.validation import BatchValidator
 from eventfold.errors import FieldError, InvalidRequest, PayloadTooLarge
 
@@ -27,10 +28,22 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _encoder = msgspec.json.Encoder()
 # The same rules as the server, from the same code.
 _validator = BatchValidator(Limits())
+_upsert_validator = UpsertValidator(Limits(), _validator.types)
+EVENTS_PATH = "/api/v0/events"
+PROFILES_PATH = "/api/v0/profiles"
 
 
 class InvalidEvent(ValueError):
     """``track`` was given an event the server would reject; ``errors`` says where."""
+
+    def __init__(self, message: str, errors: list[FieldError]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
+class InvalidProfile(ValueError):
+    """``upsert_profile`` was given changes the server would reject; ``errors`` says
+    where (paths start at ``profiles[0]``)."""
 
     def __init__(self, message: str, errors: list[FieldError]) -> None:
         super().__init__(message)
@@ -107,6 +120,39 @@ def check_events(events: Sequence[Event]) -> None:
         raise InvalidEvent(error.message, errors) from None
     except msgspec.EncodeError as error:
         raise InvalidEvent(f"the event cannot be sent as JSON: {error}", []) from None
+
+
+def build_upsert(
+    email: str | None,
+    phone_number: str | None,
+    profile_id: str | None,
+    custom: dict[str, Any] | None,
+    add_tags: Sequence[str] | None,
+    remove_tags: Sequence[str] | None,
+    timestamp: datetime | str | None,
+) -> bytes:
+    """The gzip-compressed body of ``POST /api/v0/profiles`` for one person, checked
+    with the server's own rules (InvalidProfile at once otherwise). Without a timestamp
+    the changes are stamped now, so that retries never make them later."""
+    if timestamp is None:
+        timestamp = datetime.now(UTC)
+    profile = {
+        "email": email,
+        "phoneNumber": phone_number,
+        "profileId": profile_id,
+        "custom": custom,
+        "addTags": list(add_tags) if add_tags is not None else None,
+        "removeTags": list(remove_tags) if remove_tags is not None else None,
+        "timestamp": timestamp.isoformat() if isinstance(timestamp, datetime) else timestamp,
+    }
+    try:
+        body = _encoder.encode({"profiles": [{k: v for k, v in profile.items() if v is not None}]})
+        _upsert_validator.validate(body, now_ms())
+    except InvalidRequest as error:
+        raise InvalidProfile(error.message, error.errors) from None
+    except msgspec.EncodeError as error:
+        raise InvalidProfile(f"the changes cannot be sent as JSON: {error}", []) from None
+    return gzip.compress(body, compresslevel=1)
 
 
 def encode_batch(events: Sequence[Event]) -> bytes:

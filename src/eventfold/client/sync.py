@@ -13,7 +13,9 @@ from typing import Any, Literal
 import httpx2
 
 from eventfold.client.core import (
+    EVENTS_PATH,
     EXPORT_PATH,
+    PROFILES_PATH,
     ClientError,
     ClientOptions,
     ErrorCallback,
@@ -21,6 +23,7 @@ from eventfold.client.core import (
     QueueFull,
     RetryPolicy,
     build_event,
+    build_upsert,
     decode_profile,
     encode_batch,
     encoded_size,
@@ -154,6 +157,33 @@ class Client(ClientOptions):
                 if line:
                     yield decode_profile(line)
 
+    def upsert_profile(
+        self,
+        *,
+        email: str | None = None,
+        phone_number: str | None = None,
+        profile_id: str | None = None,
+        custom: dict[str, Any] | None = None,
+        add_tags: Sequence[str] | None = None,
+        remove_tags: Sequence[str] | None = None,
+        timestamp: datetime | str | None = None,
+    ) -> None:
+        """Sets one person's custom fields and adds or removes tags, without an
+        event, through ``POST /api/v0/profiles``, now (not buffered: it is not ordered
+        with ``track``'s events, which the server orders by their timestamps anyway).
+        The person is named by any of ``email``, ``phone_number`` and ``profile_id``
+        (several link their profiles, as an event's do) and made if unknown. Without a
+        ``timestamp`` the changes are stamped now. Raises InvalidProfile at once for
+        changes the server would reject; retries as batches are retried (one
+        Idempotency-Key, so never applied twice), then raises the last failure
+        (ClientError, or httpx2.TransportError). Returns once the server accepted."""
+        body = build_upsert(
+            email, phone_number, profile_id, custom, add_tags, remove_tags, timestamp
+        )
+        failure = self._deliver(PROFILES_PATH, body, new_idempotency_key())
+        if failure is not None:
+            raise failure
+
     def send_batch(self, events: Sequence[Event], idempotency_key: str) -> bool:
         """Sends one prepared batch now, with retries; True once the server accepted it."""
         return self._send(events, idempotency_key)
@@ -189,13 +219,20 @@ class Client(ClientOptions):
         if not events:
             return True
         key = idempotency_key or new_idempotency_key()
-        body = encode_batch(events)
+        failure = self._deliver(EVENTS_PATH, encode_batch(events), key)
+        if failure is None:
+            return True
+        self._report(events, failure)
+        return False
+
+    def _deliver(self, path: str, body: bytes, key: str) -> Exception | None:
+        """POSTs the body with retries; None once accepted, else the last failure."""
         failure: Exception = ClientError(0, "not sent")
         for attempt in range(self._retry.max_retries + 1):
             wait = None
             try:
                 response = self._http.post(
-                    "/api/v0/events", content=body, headers=headers(self._secret_key, key)
+                    path, content=body, headers=headers(self._secret_key, key)
                 )
             except httpx2.TransportError as error:
                 failure = error
@@ -204,11 +241,10 @@ class Client(ClientOptions):
                     response.status_code, response.headers.get("retry-after"), response.content
                 )
                 if refusal is None:
-                    return True
+                    return None
                 failure = refusal
                 if not again:
                     break
             if attempt < self._retry.max_retries:
                 time.sleep(self._retry.delay(attempt, wait))
-        self._report(events, failure)
-        return False
+        return failure

@@ -100,6 +100,9 @@ class WireTypes:
     batch: type[Batch]
     event: type[Event]
     product: type[Product]
+    custom: type[Custom]
+    name: Any  # a non-empty name (custom field keys, tags)
+    identifier: Any  # a non-empty id (profileId)
 
 
 def constrained_types(limits: Limits, forbid_nul: bool = True) -> WireTypes:
@@ -152,4 +155,6 @@ def constrained_types(limits: Limits, forbid_nul: bool = True) -> WireTypes:
         ],
     )
     batch = subclass(Batch, [("events", list_of(event))])
-    return WireTypes(batch=batch, event=event, product=product)
+    return WireTypes(
+        batch=batch, event=event, product=product, custom=custom, name=name, identifier=identifier
+    )

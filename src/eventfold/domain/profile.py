@@ -1,9 +1,11 @@
-"""The profile fold: a person's profile is the merge of the events that name them.
+"""The profile fold: a person's profile is the merge of the events and profile upserts
+that name them.
 
 Every part of a profile is a commutative, associative merge (set unions, min/max,
 sums, last-writer-wins registers ordered by event time and acceptance position, a top-50
 by recency), so folding the same events in any order, in any grouping, and merging
-profiles in any order gives the same profile.
+profiles in any order gives the same profile. Tags are last-writer-wins registers too,
+one a tag: its latest add (by an event or an upsert) or removal (by an upsert) decides.
 """
 
 from __future__ import annotations
@@ -45,9 +47,12 @@ class ProfileState(msgspec.Struct, omit_defaults=True):
     event_count: int = 0
     locale: Stamped | None = None
     actions: dict[str, ActionStats] = {}
-    # "type:key" -> the values of the latest event that set that custom field
+    # "type:key" -> the values of the latest event or upsert that set that custom field
     custom: dict[str, Stamped] = {}
-    tags: list[str] = []
+    tags: list[str] = []  # the tags whose latest change in ``tag_changes`` is an add
+    # tag -> its latest change: value True (added) or False (removed). Tags in ``tags``
+    # without an entry were folded before tags had stamps (see ``_tag_stamps``).
+    tag_changes: dict[str, Stamped] = {}
     # action -> products newest first, at most MAX_PRODUCTS_PER_ACTION, one entry per id
     products: dict[str, list[Stamped]] = {}
 
@@ -124,11 +129,25 @@ class FoldSource(Protocol):
     def tags(self) -> Sequence[str]: ...
 
 
+class FoldUpsert(msgspec.Struct):
+    """The parts of a stored profile upsert that the fold reads."""
+
+    email: str | None = None
+    phoneNumber: str | None = None
+    profileId: str | None = None
+    custom: FoldCustom | None = None
+    addTags: list[str] = []
+    removeTags: list[str] = []
+
+
+FoldItem = FoldSource | FoldUpsert  # what the fold folds: an event or a profile upsert
 Identifier = tuple[str, str]  # (kind, normalised value): ("email", "a@b.co")
+# A tag's add and removal in one upsert: the removal wins (index 1 over 0).
+_ADDED, _REMOVED = 0, 1
 
 
-def identifiers_of(event: FoldSource) -> list[Identifier]:
-    """The identifiers an event names, in a fixed order."""
+def identifiers_of(event: FoldItem) -> list[Identifier]:
+    """The identifiers an event or upsert names, in a fixed order."""
     found: list[Identifier] = []
     if event.email is not None:
         found.append(("email", event.email))
@@ -162,24 +181,45 @@ def state_of_event(event: FoldSource, at: int, seq: int) -> ProfileState:
         actions={event.action: ActionStats(1, at, at)},
         custom=custom,
         tags=sorted(set(event.tags)),
+        tag_changes={tag: Stamped(at, seq, _ADDED, True) for tag in event.tags},
         products=products,
     )
 
 
-def fold_events(state: ProfileState, events: Sequence[tuple[FoldSource, int, int]]) -> ProfileState:
-    """``state`` merged with the singleton state of each (event, at, seq), in one pass.
+def state_of_upsert(upsert: FoldUpsert, at: int, seq: int) -> ProfileState:
+    """The profile that this one upsert alone makes: identifiers, custom fields and tag
+    changes, and no event (no counts, no firstSeen or lastSeen)."""
+    custom: dict[str, Stamped] = {}
+    _set_custom(custom, upsert.custom, at, seq)
+    changes: dict[str, Stamped] = {}
+    _change_tags(changes, upsert, at, seq)
+    return ProfileState(
+        emails=[upsert.email] if upsert.email is not None else [],
+        phone_numbers=[upsert.phoneNumber] if upsert.phoneNumber is not None else [],
+        profile_ids=[upsert.profileId] if upsert.profileId is not None else [],
+        custom=custom,
+        tags=_present(changes),
+        tag_changes=changes,
+    )
 
-    The same result as merging ``state_of_event`` of each event into ``state`` (a
-    property test holds the two together), at a fraction of the cost.
+
+def fold_events(state: ProfileState, events: Sequence[tuple[FoldItem, int, int]]) -> ProfileState:
+    """``state`` merged with the singleton state of each (event or upsert, at, seq), in
+    one pass.
+
+    The same result as merging ``state_of_event`` (``state_of_upsert``) of each into
+    ``state`` (a property test holds the two together), at a fraction of the cost.
     """
     if not events:
         return state
     emails, phones, refs = set(state.emails), set(state.phone_numbers), set(state.profile_ids)
-    tags = set(state.tags)
+    tags = _tag_stamps(state)
+    tags_before = tags
     first_seen, last_seen, locale = state.first_seen, state.last_seen, state.locale
     actions = {name: [s.count, s.first_at, s.last_at] for name, s in state.actions.items()}
     custom = dict(state.custom)
     products: dict[str, list[Stamped]] = {}
+    upserts = 0
     for event, at, seq in events:
         if event.email is not None:
             emails.add(event.email)
@@ -187,7 +227,20 @@ def fold_events(state: ProfileState, events: Sequence[tuple[FoldSource, int, int
             phones.add(event.phoneNumber)
         if event.profileId is not None:
             refs.add(event.profileId)
-        tags.update(event.tags)
+        if isinstance(event, FoldUpsert):
+            upserts += 1
+            _set_custom(custom, event.custom, at, seq)
+            if event.addTags or event.removeTags:
+                tags = dict(tags) if tags is tags_before else tags
+                _change_tags(tags, event, at, seq)
+            continue
+        if event.tags:
+            tags = dict(tags) if tags is tags_before else tags
+            added = Stamped(at, seq, _ADDED, True)
+            for tag in event.tags:
+                old = tags.get(tag)
+                if old is None or (at, seq, _ADDED) >= (old.at, old.seq, old.index):
+                    tags[tag] = added
         first_seen = at if first_seen is None or at < first_seen else first_seen
         last_seen = at if last_seen is None or at > last_seen else last_seen
         if event.locale is not None and (
@@ -202,12 +255,7 @@ def fold_events(state: ProfileState, events: Sequence[tuple[FoldSource, int, int
             stats[1] = min(stats[1], at)
             stats[2] = max(stats[2], at)
         if event.custom is not None:
-            for kind in CUSTOM_TYPES:
-                for index, field in enumerate(getattr(event.custom, kind)):
-                    name = f"{kind}:{field.key}"
-                    old = custom.get(name)
-                    if old is None or (at, seq, index) >= (old.at, old.seq, old.index):
-                        custom[name] = Stamped(at, seq, index, field.values)
+            _set_custom(custom, event.custom, at, seq)
         if event.products:
             entries = products.setdefault(event.action, [])
             entries.extend(Stamped(at, seq, -i, p.id) for i, p in enumerate(event.products))
@@ -220,11 +268,12 @@ def fold_events(state: ProfileState, events: Sequence[tuple[FoldSource, int, int
         profile_ids=sorted(refs),
         first_seen=first_seen,
         last_seen=last_seen,
-        event_count=state.event_count + len(events),
+        event_count=state.event_count + len(events) - upserts,
         locale=locale,
         actions={name: ActionStats(*stats) for name, stats in actions.items()},
         custom=custom,
-        tags=sorted(tags),
+        tags=state.tags if tags is tags_before else _present(tags),
+        tag_changes=tags,
         products=merged_products,
     )
 
@@ -241,7 +290,7 @@ def merge_states(a: ProfileState, b: ProfileState) -> ProfileState:
         locale=_latest(a.locale, b.locale),
         actions=_merge_dicts(a.actions, b.actions, _merge_action),
         custom=_merge_dicts(a.custom, b.custom, _later),
-        tags=_union(a.tags, b.tags),
+        **_merge_tags(a, b),
         products=_merge_dicts(a.products, b.products, _merge_products),
     )
 
@@ -307,6 +356,57 @@ def profile_view(profile_id: str, state: ProfileState) -> ProfileView:
             for action, entries in sorted(state.products.items())
         },
     )
+
+
+def _set_custom(
+    custom: dict[str, Stamped], fields: _CustomSource | None, at: int, seq: int
+) -> None:
+    """Sets each custom field of an event or upsert where it is the latest writer."""
+    if fields is None:
+        return
+    for kind in CUSTOM_TYPES:
+        for index, field in enumerate(getattr(fields, kind)):
+            _stamp(custom, f"{kind}:{field.key}", Stamped(at, seq, index, field.values))
+
+
+def _change_tags(changes: dict[str, Stamped], upsert: FoldUpsert, at: int, seq: int) -> None:
+    for tag in upsert.addTags:
+        _stamp(changes, tag, Stamped(at, seq, _ADDED, True))
+    for tag in upsert.removeTags:
+        _stamp(changes, tag, Stamped(at, seq, _REMOVED, False))
+
+
+def _stamp(registers: dict[str, Stamped], name: str, new: Stamped) -> None:
+    """Keeps ``new`` in the register ``name`` if it is the latest writer."""
+    old = registers.get(name)
+    if old is None or (new.at, new.seq, new.index) >= (old.at, old.seq, old.index):
+        registers[name] = new
+
+
+def _tag_stamps(state: ProfileState) -> dict[str, Stamped]:
+    """Each tag's latest change. A tag folded before tags had stamps counts as added at
+    the profile's lastSeen (the latest its event can have been), ahead of nothing
+    folded since: an older removal leaves it, a later one removes it."""
+    changes = state.tag_changes
+    if len(changes) >= len(state.tags) and all(tag in changes for tag in state.tags):
+        return changes
+    changes = dict(changes)
+    for tag in state.tags:
+        changes.setdefault(tag, Stamped(state.last_seen or 0, 0, _ADDED, True))
+    return changes
+
+
+def _present(changes: dict[str, Stamped]) -> list[str]:
+    return sorted(tag for tag, change in changes.items() if change.value)
+
+
+def _merge_tags(a: ProfileState, b: ProfileState) -> dict[str, Any]:
+    if not (b.tags or b.tag_changes):
+        return {"tags": a.tags, "tag_changes": a.tag_changes}
+    if not (a.tags or a.tag_changes):
+        return {"tags": b.tags, "tag_changes": b.tag_changes}
+    changes = _merge_dicts(_tag_stamps(a), _tag_stamps(b), _later)
+    return {"tags": _present(changes), "tag_changes": changes}
 
 
 def _union(a: list[str], b: list[str]) -> list[str]:

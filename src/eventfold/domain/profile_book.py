@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from eventfold.domain.profile import (
-    FoldSource,
+    FoldItem,
     ProfileState,
     fold_events,
     identifiers_of,
@@ -37,11 +37,12 @@ class ProfileBook:
         self.changed_identities: dict[IdentityKey, int] = {}
         self.touched: set[int] = set()
         self._allocate_id = allocate_id
-        # Events wait here per profile and are applied in one pass by ``settle``.
-        self._pending: dict[int, list[tuple[FoldSource, int, int]]] = {}
+        # Events (and upserts) wait here per profile and are applied in one pass by ``settle``.
+        self._pending: dict[int, list[tuple[FoldItem, int, int]]] = {}
 
-    def fold(self, account_id: int, event: FoldSource, at: int, seq: int) -> int:
-        """Folds one event into its person's profile; returns that profile's id."""
+    def fold(self, account_id: int, event: FoldItem, at: int, seq: int) -> int:
+        """Folds one event (or profile upsert) into its person's profile, making the
+        profile if none has its identifiers; returns that profile's id."""
         keys = [(account_id, kind, value) for kind, value in identifiers_of(event)]
         found = sorted({self.identities[key] for key in keys if key in self.identities})
         if found:

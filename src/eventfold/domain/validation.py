@@ -45,7 +45,7 @@ _FIELD_HINTS = {
     "timestamp": "an ISO-8601 date-time like '2024-05-01T10:00:00Z' (no zone means UTC)",
 }
 _BODY_SHAPE = 'the body must be a JSON object with an "events" list: {"events": [{...}]}'
-_DECODE_ERRORS = (msgspec.MsgspecError, UnicodeDecodeError, RecursionError)
+DECODE_ERRORS = (msgspec.MsgspecError, UnicodeDecodeError, RecursionError)
 # A larger body's validated events are not kept for the fold: they would be held while
 # the batch waits for its append (four 9 MiB uploads at once held 80 MB more).
 MAX_HANDED_OVER_BODY_BYTES = 1024 * 1024
@@ -85,10 +85,10 @@ class BatchValidator:
         decoder = self._batch_decoder if b"\\u0000" in body else self._nul_free_decoder
         try:
             batch = decoder.decode(body)
-        except _DECODE_ERRORS:
+        except DECODE_ERRORS:
             return ValidatedBatch(self._validate_generically(body, received_at_ms), None)
         self._check_count(len(batch.events))
-        problems = _Problems(len(batch.events))
+        problems = Problems(len(batch.events))
         received_at = from_epoch_ms(received_at_ms)
         accepted = [
             self._normalise(event, index, received_at_ms, received_at, problems)
@@ -110,7 +110,7 @@ class BatchValidator:
         if not isinstance(raw_events, list):
             raise InvalidRequest(_BODY_SHAPE)
         self._check_count(len(raw_events))
-        problems = _Problems(len(raw_events))
+        problems = Problems(len(raw_events))
         accepted: list[AcceptedEvent] = []
         for index, raw in enumerate(raw_events):
             path = f"events[{index}]"
@@ -169,7 +169,7 @@ class BatchValidator:
         index: int,
         received_at_ms: int,
         received_at: datetime,
-        problems: _Problems,
+        problems: Problems,
         extras: dict[str, Any] | None = None,
     ) -> AcceptedEvent | None:
         """Checks what the types cannot and rewrites the event into its stored form.
@@ -181,14 +181,14 @@ class BatchValidator:
         if event.email is not None:
             email = normalise_email(event.email)
             if email is None:
-                problems.add(f"events[{index}].email", f"{_shown(event.email)} is not {EMAIL_RULE}")
+                problems.add(f"events[{index}].email", f"{shown(event.email)} is not {EMAIL_RULE}")
             event.email = email
         if event.phoneNumber is not None:
             phone = normalise_phone(event.phoneNumber)
             if phone is None:
                 problems.add(
                     f"events[{index}].phoneNumber",
-                    f"{_shown(event.phoneNumber)} must be {PHONE_RULE}",
+                    f"{shown(event.phoneNumber)} must be {PHONE_RULE}",
                 )
             event.phoneNumber = phone
         if email is None and phone is None and problems.count == before:
@@ -200,16 +200,16 @@ class BatchValidator:
         if event.locale is not None:
             event.locale = locale = event.locale.lower()
             if locale not in ISO_639_1:
-                problems.add(f"events[{index}].locale", f"{_shown(locale)} is not {LOCALE_RULE}")
+                problems.add(f"events[{index}].locale", f"{shown(locale)} is not {LOCALE_RULE}")
         if event.products:
             for number, product in enumerate(event.products):
                 if type(product.id) is int:
                     product.id = str(product.id)
                 if product.custom is not None and product.custom.date:
                     path = f"events[{index}].products[{number}].custom.date"
-                    _dates_to_utc(product.custom, path, problems)
+                    dates_to_utc(product.custom, path, problems)
         if event.custom is not None and event.custom.date:
-            _dates_to_utc(event.custom, f"events[{index}].custom.date", problems)
+            dates_to_utc(event.custom, f"events[{index}].custom.date", problems)
         timestamp = event.timestamp
         occurred_at_ms = received_at_ms
         if timestamp is None:
@@ -233,9 +233,7 @@ class BatchValidator:
         document = self._encoder.encode(event)
         return AcceptedEvent(occurred_at_ms, event.action, email, phone, event.profileId, document)
 
-    def _convert_fields(
-        self, known: dict[str, Any], path: str, problems: _Problems
-    ) -> Event | None:
+    def _convert_fields(self, known: dict[str, Any], path: str, problems: Problems) -> Event | None:
         """Converts each field on its own so that every wrong field is reported, not the first."""
         converted: dict[str, Any] = {}
         if "action" not in known:
@@ -244,7 +242,7 @@ class BatchValidator:
             try:
                 converted[name] = msgspec.convert(value, self._field_types[name])
             except msgspec.ValidationError as error:
-                where, text = _locate(f"{path}.{name}", error)
+                where, text = locate(f"{path}.{name}", error)
                 problems.add(where, f"{text}; expected {_FIELD_HINTS.get(name, name)}")
         if len(converted) < len(known) or "action" not in known:
             return None
@@ -252,7 +250,7 @@ class BatchValidator:
         return event
 
 
-class _Problems:
+class Problems:
     """Collects field errors; keeps the first MAX_REPORTED_ERRORS and counts the rest."""
 
     def __init__(self, events: int) -> None:
@@ -310,7 +308,7 @@ def _whole_number_id(product: dict[str, Any]) -> dict[str, Any]:
     return product
 
 
-def _locate(path: str, error: msgspec.ValidationError) -> tuple[str, str]:
+def locate(path: str, error: msgspec.ValidationError) -> tuple[str, str]:
     """Turns msgspec's "Expected `str`, got `int` - at `$[0].id`" into our path and text."""
     text, _, where = str(error).partition(" - at `$")
     text = text.replace("`str` matching regex '^[^\\x00]*\\\\Z'", "no NUL character (U+0000)")
@@ -324,7 +322,7 @@ def _hint_for_identifiers(extras: dict[str, Any] | None) -> str:
     return f" (it has {', '.join(map(repr, lookalikes))}: field names are case-sensitive)"
 
 
-def _dates_to_utc(custom: Custom, path: str, problems: _Problems) -> None:
+def dates_to_utc(custom: Custom, path: str, problems: Problems) -> None:
     for number, field in enumerate(custom.date):
         try:
             field.values = [as_utc(value) for value in field.values]
@@ -332,6 +330,6 @@ def _dates_to_utc(custom: Custom, path: str, problems: _Problems) -> None:
             problems.add(f"{path}[{number}].values", str(error))
 
 
-def _shown(value: str) -> str:
+def shown(value: str) -> str:
     """A value quoted for an error message, cut short so a huge value stays readable."""
     return repr(value if len(value) <= 80 else value[:77] + "...")

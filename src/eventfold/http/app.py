@@ -27,6 +27,7 @@ from eventfold.http.profiles import (
     export_profiles,
     get_profile,
     get_profile_by_id,
+    post_profiles,
 )
 from eventfold.http.responses import json_response
 from eventfold.http.webhooks import (
@@ -49,6 +50,7 @@ class EventsEndpoint(HTTPEndpoint):
 
 class ProfilesEndpoint(HTTPEndpoint):
     get = staticmethod(get_profile)
+    post = staticmethod(post_profiles)
     delete = staticmethod(delete_profile)
 
 
@@ -117,7 +119,9 @@ async def openapi(request: Request) -> Response:
     document = getattr(request.app.state, "openapi", None)
     if document is None:
         document = request.app.state.openapi = build_openapi(
-            services.wire_types, services.settings.limits.max_events_per_batch
+            services.wire_types,
+            services.settings.limits.max_events_per_batch,
+            services.upsert_types,
         )
     return json_response(document)
 

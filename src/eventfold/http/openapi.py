@@ -10,12 +10,14 @@ import msgspec
 from eventfold import __version__
 from eventfold.domain.events import WireTypes
 from eventfold.domain.profile import ProfileView
+from eventfold.domain.upserts import MAX_PROFILES_PER_REQUEST, UpsertTypes
 from eventfold.http.openapi_profiles import profile_paths
 from eventfold.http.openapi_rules import (
     CURSOR_RULE,
     DATE_TIME,
     apply_event_rules,
     apply_segment_rules,
+    apply_upsert_rules,
     apply_webhook_rules,
     person_parameters,
     stored_event,
@@ -134,13 +136,16 @@ _RETRY = {"Retry-After": "seconds to wait before retrying"}
 _PERSON_FILTER = person_parameters("(at most one of email, phoneNumber, profileId)")
 
 
-def build_openapi(types: WireTypes, max_events_per_batch: int) -> dict[str, Any]:
+def build_openapi(
+    types: WireTypes, max_events_per_batch: int, upserts: UpsertTypes
+) -> dict[str, Any]:
     """The document served at ``/openapi.json`` (with the configured batch limit)."""
     from eventfold.http.openapi_webhooks import WEBHOOK_TYPES, webhook_paths  # imports this
 
     _, schemas = msgspec.json.schema_components(
         [
             types.batch,
+            upserts.request,
             ProfileView,
             ErrorBody,
             Health,
@@ -162,6 +167,7 @@ def build_openapi(types: WireTypes, max_events_per_batch: int) -> dict[str, Any]
     schemas["Batch"]["description"] = (
         f"At most {max_events_per_batch} events (more: 413); all or nothing."
     )
+    apply_upsert_rules(schemas, MAX_PROFILES_PER_REQUEST)
     apply_segment_rules(schemas)
     apply_webhook_rules(schemas)
     schemas["EventPage"]["properties"]["events"]["items"] = stored_event(schemas["Event"])

@@ -1,4 +1,4 @@
-"""The profiles' part of the OpenAPI document: read one, erase one, export all."""
+"""The profiles' part of the OpenAPI document: upsert, read one, erase one, export all."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from eventfold.http.openapi_rules import DATE_TIME, ONE_PERSON, person_parameter
 
 _PERSON = person_parameters("(exactly one of email, phoneNumber, profileId)")
 _RETRY = {"Retry-After": "seconds to wait before retrying"}
+_UPSERTS = "#/components/schemas/ProfileUpserts"
 
 
 def profile_paths(ok: Any, error: Any, bad: Any, unauthorized: Any) -> dict[str, Any]:
@@ -22,6 +23,39 @@ def profile_paths(ok: Any, error: Any, bad: Any, unauthorized: Any) -> dict[str,
                     "400": bad,
                     "401": unauthorized,
                     "404": error("no such person"),
+                },
+            },
+            "post": {
+                "summary": "Set people's custom fields and tags without an event (all or nothing)",
+                "description": "Each profile is folded like an event, in the order of the "
+                "log (last writer wins by timestamp, or the time received): a person not "
+                "yet known is created. An upsert is no event: it is not listed, counted in "
+                "eventCount or actions, nor changes firstSeen and lastSeen, and no "
+                "event.matched webhook fires; segments see the fields it sets.",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        "description": "a repeat within 24 h is accepted but stored once "
+                        "(the keys of POST /api/v0/events and this are one namespace)",
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": _UPSERTS}}},
+                },
+                "responses": {
+                    **ok("every profile's changes are committed to disk", "Accepted", "202"),
+                    "400": bad,
+                    "401": unauthorized,
+                    "408": error("the body arrived too slowly"),
+                    "413": error("the body or the number of profiles is over the limit"),
+                    "415": error("the body is not JSON, or not gzip or plain"),
+                    "422": error("the Idempotency-Key was used with another body"),
+                    "429": error("the key is over its rate limit", **_RETRY),
+                    "503": error("the store cannot take writes now", **_RETRY),
                 },
             },
             "delete": {

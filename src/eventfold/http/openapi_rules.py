@@ -133,6 +133,35 @@ def apply_event_rules(schemas: dict[str, Any]) -> None:
     ]
 
 
+def apply_upsert_rules(schemas: dict[str, Any], max_profiles: int) -> None:
+    """A profile upsert names its person by an email, a phone number or a profileId;
+    its timestamp is a date-time, checked against the clock as an event's."""
+    upsert = schemas["ProfileUpsert"]
+    properties = upsert["properties"]
+    properties["timestamp"] = {
+        "anyOf": [
+            {**DATE_TIME, "description": TIMESTAMP_RULE.replace("the event", "the request")},
+            {"type": "null"},
+        ],
+        "default": None,
+    }
+    properties["email"] = {"anyOf": [EMAIL, {"type": "null"}], "default": None}
+    properties["phoneNumber"] = {"anyOf": [PHONE, {"type": "null"}], "default": None}
+    upsert["anyOf"] = [
+        {"required": [name], "properties": {name: {"type": "string"}}}
+        for name in ("email", "phoneNumber", "profileId")
+    ]
+    upsert["description"] = (
+        "One person's changes: custom fields set (last writer wins by timestamp, as an "
+        "event's), tags added and removed (a tag in both lists is removed). Several "
+        "identifiers link their profiles, as an event's do."
+    )
+    # Said, not a maxItems: more is a 413, as for events.
+    schemas["ProfileUpserts"]["description"] = (
+        f"At most {max_profiles} profiles (more: 413); all or nothing."
+    )
+
+
 def stored_event(event: dict[str, Any]) -> dict[str, Any]:
     """An event as listed: as sent, with any timestamp (one left out is the time it was
     received), when it was received and the profile it was folded into."""

@@ -1,4 +1,5 @@
-"""``/api/v0/profiles``: read back and erase one person's profile; export them all."""
+"""``/api/v0/profiles``: upsert people's fields and tags, read back and erase one
+person's profile; export them all."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from starlette.responses import Response, StreamingResponse
 
 from eventfold.bootstrap import Services
 from eventfold.domain.identity import parse_person
+from eventfold.errors import EventfoldError
+from eventfold.http.body import check_json_content_type, read_body
 from eventfold.http.principal import authenticate
 from eventfold.http.responses import json_response
+from eventfold.observability import metrics
 from eventfold.services.profile_export import parse_since
 
 
@@ -28,6 +32,30 @@ async def get_profile(request: Request) -> Response:
         services.profiles.get_profile, principal, person_in_query(request)
     )
     return json_response(profile)
+
+
+async def post_profiles(request: Request) -> Response:
+    """Profile upserts: read and answered as ``POST /api/v0/events`` is (202 once they
+    are on disk), folded like events."""
+    services: Services = request.app.state.services
+    settings = services.settings
+    principal = None
+    try:
+        principal = await authenticate(request)
+        gzipped = check_json_content_type(request)
+        await services.ingest.refuse_if_fold_is_behind()
+        body = await read_body(
+            request, settings.limits.max_body_bytes, gzipped, settings.body_timeout_seconds
+        )
+        upserts = await services.ingest.accept_profiles(
+            principal, body, request.headers.get("idempotency-key")
+        )
+    except EventfoldError as error:
+        if principal is not None:
+            services.rejections.record(principal, error)
+        raise
+    metrics.observe_upserts_accepted(principal.account_name, upserts)
+    return json_response({}, status_code=202)
 
 
 async def delete_profile(request: Request) -> Response:

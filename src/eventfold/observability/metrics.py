@@ -32,6 +32,9 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 EVENTS_ACCEPTED = Counter("eventfold_events_accepted", "Events stored, by account", ["account"])
+UPSERTS_ACCEPTED = Counter(
+    "eventfold_profile_upserts_accepted", "Profile upserts stored, by account", ["account"]
+)
 EVENTS_REJECTED = Counter(
     "eventfold_events_rejected",
     "Events in rejected batches, by reason (batches that could not be read count 0)",
@@ -83,6 +86,10 @@ def observe_request(route: str, method: str, status: int, seconds: float) -> Non
 def observe_accepted(account: str, events: int) -> None:
     EVENTS_ACCEPTED.labels(account).inc(events)
     BATCH_SIZE.observe(events)
+
+
+def observe_upserts_accepted(account: str, upserts: int) -> None:
+    UPSERTS_ACCEPTED.labels(account).inc(upserts)
 
 
 def observe_rejected(reason: str, events: int) -> None:

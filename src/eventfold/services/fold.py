@@ -18,11 +18,17 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from eventfold.domain.profile import identifiers_of
+from eventfold.domain.profile import FoldItem, identifiers_of
 from eventfold.domain.profile_book import ProfileBook
 from eventfold.errors import EventfoldError, FoldContention, StorageUnavailable
 from eventfold.services.segments_fold import fold_segments
-from eventfold.storage.base import FoldTransaction, PendingEvent, ProfileStore
+from eventfold.storage.base import (
+    FoldTransaction,
+    PendingEvent,
+    PendingItem,
+    PendingUpsert,
+    ProfileStore,
+)
 
 logger = logging.getLogger("eventfold.fold")
 
@@ -41,15 +47,16 @@ def fold_claimed(tx: FoldTransaction, max_events: int, seqs: Sequence[int] | Non
     return fold_events(tx, tx.claim(max_events, seqs))
 
 
-def fold_events(tx: FoldTransaction, events: Sequence[PendingEvent]) -> int:
-    """Folds these events into their people's profiles in ``tx`` and saves them with the
-    events' rows; returns how many."""
+def fold_events(tx: FoldTransaction, events: Sequence[PendingItem]) -> int:
+    """Folds these events and profile upserts into their people's profiles in ``tx``
+    and saves them with the events' rows; returns how many. An upsert is folded at its
+    position like an event, and then is no event: no row, no ``event.matched``."""
     if not events:
         return 0
     keys = {
         (pending.account_id, *identifier)
         for pending in events
-        for identifier in identifiers_of(pending.event)
+        for identifier in identifiers_of(_what_folds(pending))
     }
     identities, states = tx.load_people(keys)
     book = ProfileBook(identities, states, tx.allocate_profile_id)
@@ -57,7 +64,10 @@ def fold_events(tx: FoldTransaction, events: Sequence[PendingEvent]) -> int:
         (
             pending,
             book.fold(
-                pending.account_id, pending.event, pending.accepted.occurred_at_ms, pending.seq
+                pending.account_id,
+                _what_folds(pending),
+                pending.accepted.occurred_at_ms,
+                pending.seq,
             ),
         )
         for pending in events
@@ -67,8 +77,14 @@ def fold_events(tx: FoldTransaction, events: Sequence[PendingEvent]) -> int:
     tx.save(book, folded)
     fold_segments(tx, book, [(profile_id, pending) for pending, profile_id in folded])
     # The webhooks' outbox, in the fold's transaction (services/webhook_delivery.py sends).
-    tx.queue_webhooks(book, folded)
+    tx.queue_webhooks(
+        book, [(pending, pid) for pending, pid in folded if isinstance(pending, PendingEvent)]
+    )
     return len(events)
+
+
+def _what_folds(pending: PendingItem) -> FoldItem:
+    return pending.upsert if isinstance(pending, PendingUpsert) else pending.event
 
 
 def fold_everything(tx: FoldTransaction) -> int:

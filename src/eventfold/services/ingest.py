@@ -1,16 +1,20 @@
-"""Accepting a batch: validate every event, then store all of them durably or none."""
+"""Accepting a batch: validate every event (or profile upsert), then store all of them
+durably or none."""
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 
 from eventfold.clock import now_ms
+from eventfold.domain.profile import FoldSource
+from eventfold.domain.upsert_validation import UpsertValidator
 from eventfold.domain.validation import BatchValidator
 from eventfold.errors import EventfoldError, InvalidRequest, Overloaded
 from eventfold.services.fold_lag import FoldLagGauge
 from eventfold.services.rate_limit import RateLimiter
-from eventfold.storage.base import EventLog, IdempotencyClaim, Principal
+from eventfold.storage.base import EventLog, IdempotencyClaim, LogEntries, Principal
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 # Expired idempotency keys are deleted at most this often.
@@ -50,10 +54,12 @@ class IngestService:
         idempotency_window_seconds: int,
         max_fold_lag_events: int,
         max_fold_lag_seconds: float,
+        upsert_validator: UpsertValidator,
     ) -> None:
         self._log = log
         self._fold_lag = fold_lag
         self._validator = validator
+        self._upsert_validator = upsert_validator
         self._window_ms = idempotency_window_seconds * 1000
         self._max_fold_lag_events = max_fold_lag_events
         self._max_fold_lag_seconds = max_fold_lag_seconds
@@ -74,6 +80,28 @@ class IngestService:
         await self.refuse_if_fold_is_behind()
         claim = self._claim(idempotency_key, body, received_at_ms)
         events, fold_sources = self._validator.validate_batch(body, received_at_ms)
+        return await self._store(principal, received_at_ms, events, claim, fold_sources)
+
+    async def accept_profiles(
+        self, principal: Principal, body: bytes, idempotency_key: str | None = None
+    ) -> int:
+        """Stores a request of profile upserts as ``accept_batch`` stores events (the
+        same log, idempotency keys, rate limit and backpressure, where an upsert counts
+        as an event); returns how many profiles it held."""
+        received_at_ms = now_ms()
+        await self.refuse_if_fold_is_behind()
+        claim = self._claim(idempotency_key, body, received_at_ms)
+        upserts = self._upsert_validator.validate(body, received_at_ms)
+        return await self._store(principal, received_at_ms, upserts, claim)
+
+    async def _store(
+        self,
+        principal: Principal,
+        received_at_ms: int,
+        events: LogEntries,
+        claim: IdempotencyClaim | None,
+        fold_sources: Sequence[FoldSource | None] | None = None,
+    ) -> int:
         try:
             self._rate_limiter.take(principal.key_id, principal.rate_limit, len(events))
             if events or claim is not None:

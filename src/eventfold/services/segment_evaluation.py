@@ -135,6 +135,8 @@ class Evaluation:
     # Store every verdict (the timer and the backfill), not only those whose leaf states
     # or next change moment may have changed.
     save_all: bool = False
+    # Profile fields changed in this transaction by other than events (profile upserts).
+    step_fields: Mapping[int, set[str]] = field(default_factory=dict)
 
     def run(self, people: Mapping[int, tuple[int, ProfileState]]) -> list[MembershipChange]:
         """Evaluates these (profile id -> account, state) and saves; returns the changes."""
@@ -186,7 +188,7 @@ class Evaluation:
                 or (due is not None and due <= now)  # overdue: the timer's turn anyway
             ):
                 moved = {fp for fp, s in current.items() if kept.get(fp) is not s}
-                changed = fields_changed_by(step_events)
+                changed = fields_changed_by(step_events) | self.step_fields.get(pid, set())
                 skip = {
                     s.id
                     for s in segments.segments

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from eventfold.domain.events import AcceptedEvent
-from eventfold.domain.profile import FoldSource, ProfileState
+from eventfold.domain.profile import FoldSource, FoldUpsert, ProfileState
 from eventfold.domain.profile_book import IdentityKey, ProfileBook
+from eventfold.domain.upserts import AcceptedUpsert
 from eventfold.storage.segment_contract import SegmentRecords, SegmentStore
 from eventfold.storage.webhook_records import WebhookStore
 
@@ -93,6 +94,11 @@ class QuarantinedEvent:
     quarantined_at_ms: int
 
 
+# What one request appends to the log: its events, or its profile upserts (never both).
+# The log's counts (backlog, backpressure, positions) count an upsert as an event.
+LogEntries = Sequence[AcceptedEvent] | Sequence[AcceptedUpsert]
+
+
 @dataclass(frozen=True, slots=True)
 class LoggedBatch:
     """An accepted batch read back from an external log, with its position there."""
@@ -100,7 +106,7 @@ class LoggedBatch:
     position: int
     account_id: int
     received_at_ms: int
-    events: Sequence[AcceptedEvent]
+    events: LogEntries  # or profile upserts
     claim: IdempotencyClaim | None = None
 
 
@@ -115,15 +121,28 @@ class PendingEvent(NamedTuple):
     event: FoldSource
 
 
+class PendingUpsert(NamedTuple):
+    """A profile upsert taken from the log to be folded, as ``PendingEvent``."""
+
+    seq: int
+    account_id: int
+    received_at_ms: int
+    accepted: AcceptedUpsert
+    upsert: FoldUpsert
+
+
+PendingItem = PendingEvent | PendingUpsert
+
+
 class FoldTransaction(Protocol):
     """One fold step's transaction: what the fold service asks storage for. Everything
     it does commits together, or not at all."""
 
-    def claim(self, max_events: int, seqs: Sequence[int] | None = None) -> list[PendingEvent]:
+    def claim(self, max_events: int, seqs: Sequence[int] | None = None) -> list[PendingItem]:
         """Takes the oldest batches of the log holding up to ``max_events`` events (at
         least one batch), or the batches at these positions (those still there), off the
-        log for this transaction, and returns their events; batches another fold holds
-        are skipped."""
+        log for this transaction, and returns their events and profile upserts; batches
+        another fold holds are skipped."""
 
     def load_people(
         self, keys: Iterable[IdentityKey]
@@ -134,9 +153,10 @@ class FoldTransaction(Protocol):
     def allocate_profile_id(self) -> int:
         """A new profile id, never given out before."""
 
-    def save(self, book: ProfileBook, folded: Sequence[tuple[PendingEvent, int]]) -> None:
+    def save(self, book: ProfileBook, folded: Sequence[tuple[PendingItem, int]]) -> None:
         """Stores the book's merges, identifiers and touched profiles, and each folded
-        event's row with its final profile id."""
+        event's row with its final profile id (upserts have no row; they are counted as
+        folded)."""
 
     def segment_records(self) -> SegmentRecords:
         """The segments' records in this transaction (``services/segments_fold.py``)."""
@@ -148,9 +168,9 @@ class FoldTransaction(Protocol):
 
 
 FoldStep = Callable[[FoldTransaction], int]
-# Folds the given events in the transaction (batches that did not come from the log
-# table: ``apply_logged``).
-FoldEvents = Callable[[FoldTransaction, Sequence[PendingEvent]], int]
+# Folds the given events and upserts in the transaction (batches that did not come from
+# the log table: ``apply_logged``).
+FoldEvents = Callable[[FoldTransaction, Sequence[PendingItem]], int]
 
 
 class KeyStore(Protocol):
@@ -183,11 +203,12 @@ class EventLog(Protocol):
         self,
         account_id: int,
         received_at_ms: int,
-        events: Sequence[AcceptedEvent],
+        events: LogEntries,
         claim: IdempotencyClaim | None = None,
         fold_sources: Sequence[FoldSource | None] | None = None,
     ) -> bool:
-        """Stores the whole batch durably, or nothing; returns once it is on disk.
+        """Stores the whole batch (of events, or of profile upserts) durably, or nothing;
+        returns once it is on disk.
 
         With a claim whose key was already used with the same body inside the window,
         stores nothing and returns False; with a different body, raises
@@ -214,11 +235,12 @@ class EventLog(Protocol):
 
 class EventRecords(Protocol):
     def count_events(self, account_id: int) -> int:
-        """How many events the account has stored, folded or still in the log."""
+        """How many events the account has stored, folded or still in the log (profile
+        upserts still in the log count too: the log counts entries, not kinds)."""
 
     def stored_documents(self, account_id: int) -> list[bytes]:
         """The account's stored event documents, folded or still in the log, by position
-        (for tests)."""
+        (for tests; profile upserts are not events and are left out)."""
 
 
 class ProfileStore(Protocol):

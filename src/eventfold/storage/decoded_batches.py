@@ -21,9 +21,11 @@ from collections.abc import Sequence
 
 from eventfold.domain.events import AcceptedEvent
 from eventfold.domain.profile import FoldSource
+from eventfold.domain.upserts import AcceptedUpsert
 
-# A batch's events, and what the fold reads of each (None: decode its document).
-Decoded = tuple[Sequence[AcceptedEvent], Sequence[FoldSource | None]]
+# A batch's events (or profile upserts, read from their record), and what the fold
+# reads of each (None: decode its document).
+Decoded = tuple[Sequence[AcceptedEvent] | Sequence[AcceptedUpsert], Sequence[FoldSource | None]]
 
 # A validated realistic event (bench/batches.py) with its stored form keeps about 3.7 KB
 # of Python objects: 10,000 events, five fold steps, are at most about 37 MB.

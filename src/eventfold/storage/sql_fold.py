@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -26,8 +26,8 @@ from eventfold.domain.events import AcceptedEvent
 from eventfold.domain.profile import FoldInput, FoldSource, ProfileState
 from eventfold.domain.profile_book import IdentityKey, ProfileBook
 from eventfold.errors import FoldContention
-from eventfold.storage.base import PendingEvent
-from eventfold.storage.batch_records import decode_events
+from eventfold.storage.base import LogEntries, PendingEvent, PendingItem
+from eventfold.storage.batch_records import are_upserts, decode_entries, pending_upserts
 from eventfold.storage.decoded_batches import Decoded, DecodedBatches
 from eventfold.storage.identity_keys import indexed_value
 from eventfold.storage.segment_contract import SegmentRecords
@@ -71,6 +71,21 @@ def pending_events(
             zip(events, sources or [None] * len(events), strict=True)
         )
     ]
+
+
+def pending_items(
+    seq: int,
+    account_id: int,
+    received_at_ms: int,
+    entries: LogEntries,
+    sources: Sequence[FoldSource | None] | None = None,
+) -> Sequence[PendingItem]:
+    """The events (see ``pending_events``), or the profile upserts, of the batch at
+    position ``seq``, at their positions, as the fold takes them."""
+    if are_upserts(entries):
+        return pending_upserts(seq, account_id, received_at_ms, entries)
+    events = cast(Sequence[AcceptedEvent], entries)
+    return pending_events(seq, account_id, received_at_ms, events, sources)
 
 
 class QueueCursor:
@@ -136,7 +151,7 @@ class SqlFoldTransaction:
         self._last_id: int | None = None
         self._known: set[IdentityKey] = set()  # identifiers that had a profile when read
 
-    def claim(self, max_events: int, seqs: Sequence[int] | None = None) -> list[PendingEvent]:
+    def claim(self, max_events: int, seqs: Sequence[int] | None = None) -> list[PendingItem]:
         connection = self._connection
         if seqs is None:
             # The next batches by position, as many as hold ``max_events`` (at least one);
@@ -167,7 +182,7 @@ class SqlFoldTransaction:
         return [
             event
             for seq, account, received_at, _ in batches
-            for event in pending_events(seq, account, received_at, *decoded[seq])
+            for event in pending_items(seq, account, received_at, *decoded[seq])
         ]
 
     def _decoded(self, batches: Sequence[Row]) -> dict[int, Decoded]:
@@ -185,8 +200,8 @@ class SqlFoldTransaction:
                 self._connection, "SELECT seq, body FROM batches WHERE seq IN ({})", (), missing
             )
             for seq, body in records:
-                events = decode_events(bytes(body))
-                found[seq] = (events, [None] * len(events))
+                entries = decode_entries(bytes(body))  # events, or profile upserts
+                found[seq] = (entries, [None] * len(entries))
         return found
 
     def load_people(
@@ -235,7 +250,7 @@ class SqlFoldTransaction:
             self._spare_ids = self._locking.allocate_ids(self._connection, _IDS_AT_ONCE)[::-1]
         return self._spare_ids.pop()
 
-    def save(self, book: ProfileBook, folded: Sequence[tuple[PendingEvent, int]]) -> None:
+    def save(self, book: ProfileBook, folded: Sequence[tuple[PendingItem, int]]) -> None:
         connection = self._connection
         for dead, survivor in book.merged_into.items():
             final = book.final_id(survivor)
@@ -283,6 +298,7 @@ class SqlFoldTransaction:
             [
                 (pending.seq, pending.account_id, pending.received_at_ms, *pending.accepted, pid)
                 for pending, pid in folded
+                if isinstance(pending, PendingEvent)  # an upsert leaves no row
             ],
         )
         count_folded(connection, len(folded))

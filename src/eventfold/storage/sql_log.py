@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterable, Sequence
 
 from eventfold.storage.base import FoldLag, QuarantinedEvent
-from eventfold.storage.batch_records import decode_events, encode_events
+from eventfold.storage.batch_records import decode_entries, encode_entries
 from eventfold.storage.sql import SqlConnection
 from eventfold.storage.sql_logged import identifiers_of_accepted
 
@@ -47,7 +47,8 @@ def first_holding(rows: Iterable[tuple[int, int]], max_events: int) -> list[int]
 
 
 def split_batch(connection: SqlConnection, seq: int, lock: str) -> list[int]:
-    """Replaces the batch at ``seq`` by batches of one event at their positions."""
+    """Replaces the batch at ``seq`` by batches of one event (or upsert) at their
+    positions."""
     row = connection.execute(
         "SELECT account_id, received_at, event_count, body FROM batches WHERE seq = ?" + lock,
         (seq,),
@@ -58,15 +59,15 @@ def split_batch(connection: SqlConnection, seq: int, lock: str) -> list[int]:
     if count == 1:
         return [seq]
     connection.execute("DELETE FROM batches WHERE seq = ?", (seq,))
-    events = decode_events(bytes(body))
+    entries = decode_entries(bytes(body))
     connection.executemany(
         f"INSERT INTO batches ({_RECORD}) VALUES (?, ?, ?, 1, ?)",
         [
-            (seq + index, account, received_at, encode_events([event]))
-            for index, event in enumerate(events)
+            (seq + index, account, received_at, encode_entries(entries[index : index + 1]))
+            for index in range(len(entries))
         ],
     )
-    return [seq + index for index in range(len(events))]
+    return [seq + index for index in range(len(entries))]
 
 
 def quarantine(connection: SqlConnection, seq: int, error: str, now_ms: int, lock: str) -> None:
@@ -115,14 +116,14 @@ def quarantined(connection: SqlConnection, limit: int) -> list[QuarantinedEvent]
 def forget_quarantined_of(
     connection: SqlConnection, account_id: int, identifiers: set[tuple[str, str]]
 ) -> None:
-    """Drops the account's quarantined events that name any of these identifiers (an
-    erasure: they must never come back)."""
+    """Drops the account's quarantined events (and upserts) that name any of these
+    identifiers (an erasure: they must never come back)."""
     rows = connection.execute(
         "SELECT seq, body FROM quarantined_events WHERE account_id = ?", (account_id,)
     ).fetchall()
     for seq, body in rows:
-        events = decode_events(bytes(body))
-        if any(identifiers.intersection(identifiers_of_accepted(event)) for event in events):
+        entries = decode_entries(bytes(body))
+        if any(identifiers.intersection(identifiers_of_accepted(entry)) for entry in entries):
             connection.execute("DELETE FROM quarantined_events WHERE seq = ?", (seq,))
 
 

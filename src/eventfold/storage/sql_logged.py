@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from eventfold.domain.events import AcceptedEvent
+from eventfold.domain.upserts import AcceptedUpsert
 from eventfold.storage.base import LoggedBatch
 from eventfold.storage.identity_keys import indexed_value
 from eventfold.storage.sql import SqlConnection
 from eventfold.storage.sql_profiles import load_by_identifier, select_in
 
 Identifier = tuple[str, str]
+LogEntry = AcceptedEvent | AcceptedUpsert
 
 
 class Erasures:
@@ -25,10 +27,11 @@ class Erasures:
         self._marks = marks
         self.learnt: dict[tuple[int, str, str], int] = {}  # marks to save
 
-    def covers(self, account_id: int, event: AcceptedEvent, position: int) -> bool:
-        """Whether the event names a person erased after its batch was logged. Its other
-        identifiers were that person's too, so they become erased up to the same bound
-        (a later batch naming only the phone number of an erased email is dropped)."""
+    def covers(self, account_id: int, event: LogEntry, position: int) -> bool:
+        """Whether the event (or upsert) names a person erased after its batch was
+        logged. Its other identifiers were that person's too, so they become erased up
+        to the same bound (a later batch naming only the phone number of an erased
+        email is dropped)."""
         named = [(account_id, kind, value) for kind, value in identifiers_of_accepted(event)]
         bound = max((self._marks.get(key, -1) for key in named), default=-1)
         if bound < position:
@@ -39,8 +42,9 @@ class Erasures:
         return True
 
 
-def identifiers_of_accepted(event: AcceptedEvent) -> list[Identifier]:
-    """The identifiers a stored event names, as the identities table spells their kinds."""
+def identifiers_of_accepted(event: LogEntry) -> list[Identifier]:
+    """The identifiers a stored event or upsert names, as the identities table spells
+    their kinds."""
     named = (("email", event.email), ("phoneNumber", event.phone), ("profileId", event.profile_ref))
     return [(kind, value) for kind, value in named if value is not None]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import cast
 
 from eventfold.clock import now_ms as current_ms
 from eventfold.domain.events import AcceptedEvent
@@ -20,16 +21,17 @@ from eventfold.storage.base import (
     FoldLag,
     FoldStep,
     IdempotencyClaim,
+    LogEntries,
     LoggedBatch,
     ProfileRow,
     QuarantinedEvent,
     StoredEvent,
 )
-from eventfold.storage.batch_records import decode_events, encode_events
+from eventfold.storage.batch_records import decode_entries, encode_entries
 from eventfold.storage.sql import SqlConnection
 from eventfold.storage.sql_base import EVENT_COLUMNS, Row
 from eventfold.storage.sql_deliveries import SqlWebhooks
-from eventfold.storage.sql_fold import QueueCursor, SqlFoldTransaction, pending_events
+from eventfold.storage.sql_fold import QueueCursor, SqlFoldTransaction, pending_items
 from eventfold.storage.sql_idempotency import claim_key
 from eventfold.storage.sql_keys import SqlKeys
 from eventfold.storage.sql_segments import SqlSegmentStore
@@ -48,11 +50,11 @@ class SqlStorage(SqlSegmentStore, SqlKeys, SqlWebhooks):
         self,
         account_id: int,
         received_at_ms: int,
-        events: Sequence[AcceptedEvent],
+        events: LogEntries,
         claim: IdempotencyClaim | None = None,
         fold_sources: Sequence[FoldSource | None] | None = None,
     ) -> bool:
-        record = encode_events(events) if events else b""
+        record = encode_entries(events) if events else b""
 
         def insert(connection: SqlConnection) -> int | None:
             if claim is not None and not claim_key(connection, account_id, received_at_ms, claim):
@@ -118,8 +120,11 @@ class SqlStorage(SqlSegmentStore, SqlKeys, SqlWebhooks):
             if not in_log:
                 documents.append((seq, bytes(body)))
                 continue
-            events = decode_events(bytes(body))
-            documents += [(seq + index, event.document) for index, event in enumerate(events)]
+            documents += [
+                (seq + index, event.document)
+                for index, event in enumerate(decode_entries(bytes(body)))
+                if isinstance(event, AcceptedEvent)
+            ]
         return [document for _, document in sorted(documents)]
 
     # --- profiles -------------------------------------------------------------------
@@ -238,7 +243,7 @@ class SqlStorage(SqlSegmentStore, SqlKeys, SqlWebhooks):
             sql_logged.record_applied(connection, batches, forget_below)
             if fold is None:
                 for batch, events in kept:
-                    record = encode_events(events)
+                    record = encode_entries(events)
                     self._append_batch(
                         connection, batch.account_id, batch.received_at_ms, len(events), record
                     )
@@ -247,7 +252,7 @@ class SqlStorage(SqlSegmentStore, SqlKeys, SqlWebhooks):
             pending = [
                 event
                 for seq, (batch, events) in zip(positions, kept, strict=True)
-                for event in pending_events(seq, batch.account_id, batch.received_at_ms, events)
+                for event in pending_items(seq, batch.account_id, batch.received_at_ms, events)
             ]
             return fold(self._fold_transaction(connection, QueueCursor()), pending)
 
@@ -256,9 +261,9 @@ class SqlStorage(SqlSegmentStore, SqlKeys, SqlWebhooks):
 
     def _kept_events(
         self, connection: SqlConnection, batch: LoggedBatch, erased: sql_logged.Erasures
-    ) -> list[AcceptedEvent]:
-        """A logged batch's events to fold: none for a repeat of a batch applied before,
-        and never those of people erased after it was logged."""
+    ) -> LogEntries:
+        """A logged batch's events (or upserts) to fold: none for a repeat of a batch
+        applied before, and never those of people erased after it was logged."""
         if batch.claim is not None:
             try:
                 if not claim_key(connection, batch.account_id, batch.received_at_ms, batch.claim):
@@ -271,11 +276,12 @@ class SqlStorage(SqlSegmentStore, SqlKeys, SqlWebhooks):
                     batch.position,
                 )
                 return []
-        return [
+        kept = [
             event
             for event in batch.events
             if not erased.covers(batch.account_id, event, batch.position)
         ]
+        return cast(LogEntries, kept)  # of the batch's one kind
 
     def list_events(self, query: EventQuery) -> list[StoredEvent]:
         with self._reading() as connection:

@@ -13,11 +13,10 @@ import nats.errors
 import nats.js.errors
 from nats.js import api
 
-from eventfold.domain.events import AcceptedEvent
 from eventfold.domain.profile import FoldSource
 from eventfold.errors import IdempotencyConflict, StorageUnavailable
 from eventfold.settings import Settings
-from eventfold.storage.base import FoldLag, IdempotencyClaim, Storage
+from eventfold.storage.base import FoldLag, IdempotencyClaim, LogEntries, Storage
 from eventfold.storage.nats.connection import JetStreamConnection, translated
 from eventfold.storage.nats.wire import (
     BODY_HASH,
@@ -55,7 +54,7 @@ class NatsPublisher:
         self,
         account_id: int,
         received_at_ms: int,
-        events: Sequence[AcceptedEvent],
+        events: LogEntries,
         claim: IdempotencyClaim | None = None,
         fold_sources: Sequence[FoldSource | None] | None = None,
     ) -> bool:
