@@ -255,3 +255,19 @@ def test_tags_folded_before_tags_had_stamps_count_as_added_at_last_seen() -> Non
     merged = merge_states(stored, state_of_upsert(older, 6_000, 9))
     assert merged.tags == []
     assert merged.tag_changes["vip"] == Stamped(6_000, 9, 1, False)
+
+
+def test_a_profile_is_created_by_a_step_only_while_it_holds_nothing_made_before() -> None:
+    """What the segment hook starts from scratch (services/segments_fold.py)."""
+    known = (ACCOUNT, "email", "old@x.co")
+    ids = iter(range(10, 20))
+    book = ProfileBook({known: 1}, {1: (ACCOUNT, ProfileState(emails=["old@x.co"]))}, ids.__next__)
+    first = book.fold(ACCOUNT, FoldInput(action="a", email="a@x.co"), 0, 1)
+    second = book.fold(ACCOUNT, FoldInput(action="a", email="b@x.co"), 0, 2)
+    assert book.created == {first, second}
+    # Two new profiles merged: still new; merged with a profile made before: not new.
+    book.fold(ACCOUNT, FoldInput(action="a", email="a@x.co", phoneNumber="+359888000001"), 0, 3)
+    book.fold(ACCOUNT, FoldInput(action="a", email="b@x.co", phoneNumber="+359888000001"), 0, 4)
+    assert book.created == {first}
+    book.fold(ACCOUNT, FoldInput(action="a", email="old@x.co", phoneNumber="+359888000001"), 0, 5)
+    assert book.created == set()

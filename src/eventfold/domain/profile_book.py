@@ -36,6 +36,8 @@ class ProfileBook:
         self.merged_into: dict[int, int] = {}
         self.changed_identities: dict[IdentityKey, int] = {}
         self.touched: set[int] = set()
+        # Profiles this step made, that hold nothing made before it (no merge with one).
+        self.created: set[int] = set()
         self._allocate_id = allocate_id
         # Events (and upserts) wait here per profile and are applied in one pass by ``settle``.
         self._pending: dict[int, list[tuple[FoldItem, int, int]]] = {}
@@ -51,6 +53,7 @@ class ProfileBook:
                 self._merge(other, survivor)
         else:
             survivor = self._allocate_id()
+            self.created.add(survivor)
             self.states[survivor] = ProfileState()
             self.accounts[survivor] = account_id
         self._pending.setdefault(survivor, []).append((event, at, seq))
@@ -77,6 +80,9 @@ class ProfileBook:
         self.states[survivor] = merge_states(self.states[survivor], self.states.pop(dead))
         self._pending.setdefault(survivor, []).extend(self._pending.pop(dead, []))
         self.accounts.pop(dead)
+        if dead not in self.created:
+            self.created.discard(survivor)
+        self.created.discard(dead)
         self.merged_into[dead] = survivor
         self.touched.discard(dead)
         for key, owner in self.identities.items():

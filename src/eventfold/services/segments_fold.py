@@ -44,13 +44,9 @@ def fold_segments(
         else:
             step_fields.setdefault(profile_id, set()).update(fields_set_by(pending.upsert))
     people = {pid: (book.accounts[pid], book.states[pid]) for pid in book.touched}
-    # A profile holding only this step's events was made by it (or holds no event at
-    # all): its leaf states start empty, with nothing to read back.
-    brand_new = {
-        pid
-        for pid, (_, state) in people.items()
-        if state.event_count == len(step_events.get(pid, ()))
-    }
+    # A profile made by this step: its leaf states start empty, with nothing to read
+    # back. (Not "holds only this step's events": a profile made by upserts holds none.)
+    brand_new = book.created & people.keys()
     merged = {dead: book.final_id(dead) for dead in book.merged_into}
     Evaluation(records, compiled, step_events, brand_new, merged, step_fields=step_fields).run(
         people
