@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from eventfold.domain.profile import FoldSource, ProfileState
-from eventfold.domain.segments.evaluate import PersonLeaves
+from eventfold.domain.segments.program import PersonLeaves
 
 T = TypeVar("T")
 
@@ -101,11 +101,10 @@ class SegmentRecords(Protocol):
     ) -> Mapping[int, Sequence[tuple[FoldSource, int]]]:
         """Each profile's folded events as (event, timestamp)."""
 
-    def leaves(self, profile_ids: Sequence[int]) -> dict[int, PersonLeaves]:
-        """Each profile's event-leaf states (absent: none stored yet)."""
-
-    def next_changes(self, profile_ids: Sequence[int]) -> dict[int, int | None]:
-        """Each profile's stored next change moment (absent: no segment state stored)."""
+    def segment_people(
+        self, profile_ids: Sequence[int]
+    ) -> dict[int, tuple[PersonLeaves, int | None]]:
+        """Each profile's event-leaf states and next change moment (absent: none stored)."""
 
     def memberships(self, profile_ids: Sequence[int]) -> dict[int, dict[int, int]]:
         """Each profile's segments (segment id -> since)."""
