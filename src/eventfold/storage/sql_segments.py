@@ -43,6 +43,7 @@ _SEGMENT_COLUMNS = (
     "id, account_id, key, name, definition, version, status, created_at, updated_at, backfill_after"
 )
 _FEED_COUNTER = "segment_feed_position"
+_QUEUED_COLUMNS = "seq, account_id, segment_id, profile_id, change, at, version"
 _SEQUENCE_AT_ONCE = 10_000
 
 
@@ -126,6 +127,7 @@ class SqlSegmentRecords:
         for table, column in (
             ("segment_members", "segment_id"),
             ("segment_changes", "segment_id"),
+            ("segment_change_queue", "segment_id"),
             ("segments", "id"),
         ):
             self._connection.execute(f"DELETE FROM {table} WHERE {column} = ?", (segment_id,))
@@ -277,10 +279,8 @@ def _record_changes(connection: SqlConnection, changes: Sequence[MembershipChang
     """Adds the changes to the feed and, for accounts with webhooks, queues the
     ``segment.entered`` / ``segment.exited`` messages they ask for in this transaction
     (``storage/sql_webhooks.py``), each named by its change's number in the feed."""
-    rows = [
-        (c.account_id, c.segment_id, c.profile_id, c.change, c.at_ms, c.version) for c in changes
-    ]
-    into = "segment_changes (account_id, segment_id, profile_id, change, at, version)"
+    rows = changes  # tuples in the columns' order
+    into = "segment_change_queue (account_id, segment_id, profile_id, change, at, version)"
     if not changes or not enabled_webhooks(connection, {c.account_id for c in changes}):
         kinds = ("bigint", "bigint", "bigint", "text", "bigint", "bigint")
         insert_rows(connection, into, kinds, rows)
@@ -310,25 +310,31 @@ def _record_changes(connection: SqlConnection, changes: Sequence[MembershipChang
 
 
 def sequence_changes(connection: SqlConnection, locking: FoldLocking) -> int:
-    """Gives the committed changes that have none the next feed positions, in the order
-    of their commits (one caller at a time: the counter row is locked)."""
+    """Moves the committed changes from their queue into the feed with the next feed
+    positions, in the order of their commits (one caller at a time: the counter row is
+    locked)."""
     row = connection.execute(
         "SELECT value FROM fold_state WHERE name = ?" + locking.lock_rows_suffix,
         (_FEED_COUNTER,),
     ).fetchone()
     last = int(row[0]) if row else 0
     rows = connection.execute(
-        "SELECT seq FROM segment_changes WHERE feed_position IS NULL ORDER BY seq LIMIT ?",
+        f"SELECT {_QUEUED_COLUMNS} FROM segment_change_queue ORDER BY seq LIMIT ?",
         (_SEQUENCE_AT_ONCE,),
     ).fetchall()
     if not rows:
         return 0
-    execute_values(
+    insert_rows(
         connection,
-        "WITH numbered (seq, feed_position) AS (VALUES {}) UPDATE segment_changes"
-        " SET feed_position = numbered.feed_position FROM numbered"
-        " WHERE segment_changes.seq = numbered.seq",
-        [(seq, last + index) for index, (seq,) in enumerate(rows, start=1)],
+        f"segment_changes ({_QUEUED_COLUMNS}, feed_position)",
+        ("bigint", "bigint", "bigint", "bigint", "text", "bigint", "bigint", "bigint"),
+        [(*queued, last + index) for index, queued in enumerate(rows, start=1)],
+    )
+    select_in(
+        connection,
+        "DELETE FROM segment_change_queue WHERE seq IN ({}) RETURNING seq",
+        (),
+        [queued[0] for queued in rows],
     )
     connection.execute(
         "INSERT INTO fold_state (name, value) VALUES (?, ?)"
@@ -348,7 +354,7 @@ def erase_profile(connection: SqlConnection, profile_id: int, now_ms: int) -> No
     ).fetchall()
     execute_values(
         connection,
-        "INSERT INTO segment_changes (account_id, segment_id, profile_id, change, at,"
+        "INSERT INTO segment_change_queue (account_id, segment_id, profile_id, change, at,"
         " version) VALUES {}",
         [(account, sid, profile_id, "exited", now_ms, version) for sid, account, version in rows],
     )
