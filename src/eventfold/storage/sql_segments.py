@@ -231,7 +231,7 @@ class SqlSegmentRecords:
         exits = [(c.segment_id, c.profile_id) for c in changes if c.change == "exited"]
         if getattr(connection, "takes_arrays", False) and exits:
             connection.execute(
-                "DELETE FROM segment_members m USING unnest(?::bigint[], ?::bigint[])"
+                "DELETE FROM segment_members m USING unnest(%b::bigint[], %b::bigint[])"
                 " AS gone (segment_id, profile_id)"
                 " WHERE m.segment_id = gone.segment_id AND m.profile_id = gone.profile_id",
                 [list(column) for column in zip(*exits, strict=True)],
@@ -258,14 +258,23 @@ def insert_rows(
     suffix: str = "",
 ) -> None:
     """Inserts ``rows`` into ``into`` ("table (columns)") in one statement whose text
-    never changes: on PostgreSQL one array per column (``types`` their element types),
-    unnested; on SQLite one prepared statement run for each row. (Measured: a fold step
-    with 50 segments writes about 6 changes per event; as multi-row VALUES of a new
-    length each time, PostgreSQL planned every statement anew, 0.5 ms per event.)"""
+    never changes. On PostgreSQL with COPY when there is no ``suffix`` (ON CONFLICT),
+    else as one binary array per column (``types`` their element types), unnested; on
+    SQLite as one prepared statement run for each row. (Measured: a fold step with 50
+    segments writes about 6 changes per event; as multi-row VALUES of a new length each
+    time PostgreSQL planned every statement anew, 0.5 ms per event; 13,000 rows took
+    about 400 ms as text arrays, 200 ms as binary ones and 100 ms with COPY.)"""
     if not rows:
         return
+    raw = getattr(connection, "raw", None)
+    if raw is not None and not suffix:
+        with raw.cursor().copy(f"COPY {into} FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
     if getattr(connection, "takes_arrays", False):
-        arrays = ", ".join(f"?::{kind}[]" for kind in types)
+        # %b: psycopg's binary parameters, past the ? the shared SQL is written with.
+        arrays = ", ".join(f"%b::{kind}[]" for kind in types)
         connection.execute(
             f"INSERT INTO {into} SELECT * FROM unnest({arrays}){suffix}",
             [list(column) for column in zip(*rows, strict=True)],
