@@ -32,7 +32,6 @@ import msgspec
 from eventfold.domain.profile import FoldSource, ProfileState
 from eventfold.domain.segments.evaluate import (
     LeafState,
-    event_amount,
     event_values,
     profile_values,
     values_check,
@@ -127,10 +126,15 @@ class SegmentProgram:
             for rule in rules:
                 if only is not None and rule.fingerprint not in only:
                     continue
-                leaf = rule.leaf
                 if rule.filters and not _passes(rule.filters, event, values):
                     continue
-                amount = event_amount(leaf, event) if leaf.sum_field is not None else 0
+                amount = 0
+                summed = rule.leaf.sum_field
+                if summed is not None:
+                    found = values.get(summed)
+                    if found is None:
+                        found = values[summed] = event_values(event, summed)
+                    amount = sum([round(value * 1_000_000) for value in found])
                 window, fp = rule.window_ms, rule.fingerprint
                 state = states.get(fp)
                 if window is None:
