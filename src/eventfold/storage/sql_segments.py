@@ -28,7 +28,7 @@ from eventfold.storage.segment_contract import (
 from eventfold.storage.sql import SqlConnection
 from eventfold.storage.sql_base import SqlBase
 from eventfold.storage.sql_fold import FoldLocking
-from eventfold.storage.sql_profiles import execute_values, select_in
+from eventfold.storage.sql_profiles import select_in
 from eventfold.storage.sql_webhooks import enabled_webhooks, record_segment_change
 
 T = TypeVar("T")
@@ -43,8 +43,10 @@ _SEGMENT_COLUMNS = (
     "id, account_id, key, name, definition, version, status, created_at, updated_at, backfill_after"
 )
 _FEED_COUNTER = "segment_feed_position"
-_QUEUED_COLUMNS = "seq, account_id, segment_id, profile_id, change, at, version"
-_SEQUENCE_AT_ONCE = 10_000
+_SEQUENCE_AT_ONCE = 2_000  # queue rows (a person's changes in one fold step) at once
+# A queued row's changes: [[segment_id, "entered" or "exited", version], ...].
+_queued_encoder = msgspec.msgpack.Encoder()
+_queued_decoder = msgspec.msgpack.Decoder(list[tuple[int, str, int]])
 
 
 def _segment(row: Any) -> SegmentRecord:
@@ -124,10 +126,12 @@ class SqlSegmentRecords:
         )
 
     def delete_segment(self, segment_id: int) -> None:
+        # Queued changes hold several segments' changes: numbered first, then dropped.
+        while sequence_changes(self._connection, self._locking):
+            pass
         for table, column in (
             ("segment_members", "segment_id"),
             ("segment_changes", "segment_id"),
-            ("segment_change_queue", "segment_id"),
             ("segments", "id"),
         ):
             self._connection.execute(f"DELETE FROM {table} WHERE {column} = ?", (segment_id,))
@@ -285,16 +289,24 @@ def insert_rows(
 
 
 def _record_changes(connection: SqlConnection, changes: Sequence[MembershipChange]) -> None:
-    """Adds the changes to the feed and, for accounts with webhooks, queues the
-    ``segment.entered`` / ``segment.exited`` messages they ask for in this transaction
-    (``storage/sql_webhooks.py``), each named by its change's number in the feed."""
-    rows = changes  # tuples in the columns' order
-    into = "segment_change_queue (account_id, segment_id, profile_id, change, at, version)"
-    if not changes or not enabled_webhooks(connection, {c.account_id for c in changes}):
-        kinds = ("bigint", "bigint", "bigint", "text", "bigint", "bigint")
-        insert_rows(connection, into, kinds, rows)
+    """Queues the changes for the feed, a row per person, and, for accounts with
+    webhooks, queues the ``segment.entered`` / ``segment.exited`` messages they ask for
+    in this transaction (``storage/sql_webhooks.py``), each named by its change's own
+    row in the queue."""
+    if not changes:
         return
-    insert = f"INSERT INTO {into}"
+    if not enabled_webhooks(connection, {c.account_id for c in changes}):
+        by_person: dict[tuple[int, int, int], list[tuple[int, str, int]]] = {}
+        for c in changes:
+            key = (c.account_id, c.profile_id, c.at_ms)
+            by_person.setdefault(key, []).append((c.segment_id, c.change, c.version))
+        insert_rows(
+            connection,
+            "segment_change_queue (account_id, profile_id, at, changes)",
+            ("bigint", "bigint", "bigint", "bytea"),
+            [(*key, _queued_encoder.encode(found)) for key, found in by_person.items()],
+        )
+        return
     keys = dict(
         select_in(
             connection,
@@ -303,9 +315,16 @@ def _record_changes(connection: SqlConnection, changes: Sequence[MembershipChang
             sorted({c.segment_id for c in changes}),
         )
     )
-    for change, row in zip(changes, rows, strict=True):
+    for change in changes:
         seq = connection.execute(
-            insert + " VALUES (?, ?, ?, ?, ?, ?) RETURNING seq", row
+            "INSERT INTO segment_change_queue (account_id, profile_id, at, changes)"
+            " VALUES (?, ?, ?, ?) RETURNING seq",
+            (
+                change.account_id,
+                change.profile_id,
+                change.at_ms,
+                _queued_encoder.encode([(change.segment_id, change.change, change.version)]),
+            ),
         ).fetchone()[0]
         record_segment_change(
             connection,
@@ -321,29 +340,35 @@ def _record_changes(connection: SqlConnection, changes: Sequence[MembershipChang
 def sequence_changes(connection: SqlConnection, locking: FoldLocking) -> int:
     """Moves the committed changes from their queue into the feed with the next feed
     positions, in the order of their commits (one caller at a time: the counter row is
-    locked)."""
+    locked); returns how many."""
     row = connection.execute(
         "SELECT value FROM fold_state WHERE name = ?" + locking.lock_rows_suffix,
         (_FEED_COUNTER,),
     ).fetchone()
     last = int(row[0]) if row else 0
-    rows = connection.execute(
-        f"SELECT {_QUEUED_COLUMNS} FROM segment_change_queue ORDER BY seq LIMIT ?",
+    queued = connection.execute(
+        "SELECT seq, account_id, profile_id, at, changes FROM segment_change_queue"
+        " ORDER BY seq LIMIT ?",
         (_SEQUENCE_AT_ONCE,),
     ).fetchall()
-    if not rows:
+    if not queued:
         return 0
+    rows = [
+        (account, segment, profile, change, at, version)
+        for _, account, profile, at, found in queued
+        for segment, change, version in _queued_decoder.decode(found)
+    ]
     insert_rows(
         connection,
-        f"segment_changes ({_QUEUED_COLUMNS}, feed_position)",
-        ("bigint", "bigint", "bigint", "bigint", "text", "bigint", "bigint", "bigint"),
-        [(*queued, last + index) for index, queued in enumerate(rows, start=1)],
+        "segment_changes (account_id, segment_id, profile_id, change, at, version, feed_position)",
+        ("bigint", "bigint", "bigint", "text", "bigint", "bigint", "bigint"),
+        [(*change, last + index) for index, change in enumerate(rows, start=1)],
     )
     select_in(
         connection,
         "DELETE FROM segment_change_queue WHERE seq IN ({}) RETURNING seq",
         (),
-        [queued[0] for queued in rows],
+        [entry[0] for entry in queued],
     )
     connection.execute(
         "INSERT INTO fold_state (name, value) VALUES (?, ?)"
@@ -361,12 +386,16 @@ def erase_profile(connection: SqlConnection, profile_id: int, now_ms: int) -> No
         " JOIN segments s ON s.id = m.segment_id WHERE m.profile_id = ?",
         (profile_id,),
     ).fetchall()
-    execute_values(
-        connection,
-        "INSERT INTO segment_change_queue (account_id, segment_id, profile_id, change, at,"
-        " version) VALUES {}",
-        [(account, sid, profile_id, "exited", now_ms, version) for sid, account, version in rows],
-    )
+    if rows:
+        by_account: dict[int, list[tuple[int, str, int]]] = {}
+        for sid, account, version in rows:
+            by_account.setdefault(account, []).append((sid, "exited", version))
+        for account, found in sorted(by_account.items()):
+            connection.execute(
+                "INSERT INTO segment_change_queue (account_id, profile_id, at, changes)"
+                " VALUES (?, ?, ?, ?)",
+                (account, profile_id, now_ms, _queued_encoder.encode(found)),
+            )
     connection.execute("DELETE FROM segment_members WHERE profile_id = ?", (profile_id,))
     connection.execute("DELETE FROM segment_people WHERE profile_id = ?", (profile_id,))
 
