@@ -9,6 +9,7 @@ of order and a reader paging by them could step past a change that commits late.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from itertools import groupby
 from typing import Any, TypeVar
 
 import msgspec
@@ -296,15 +297,17 @@ def _record_changes(connection: SqlConnection, changes: Sequence[MembershipChang
     if not changes:
         return
     if not enabled_webhooks(connection, {c.account_id for c in changes}):
-        by_person: dict[tuple[int, int, int], list[tuple[int, str, int]]] = {}
-        for c in changes:
-            key = (c.account_id, c.profile_id, c.at_ms)
-            by_person.setdefault(key, []).append((c.segment_id, c.change, c.version))
+        # A person's changes come one after another: a row for each run of them.
+        encode = _queued_encoder.encode
+        rows = [
+            (*key, encode([(c.segment_id, c.change, c.version) for c in run]))
+            for key, run in groupby(changes, key=_person_of)
+        ]
         insert_rows(
             connection,
             "segment_change_queue (account_id, profile_id, at, changes)",
             ("bigint", "bigint", "bigint", "bytea"),
-            [(*key, _queued_encoder.encode(found)) for key, found in by_person.items()],
+            rows,
         )
         return
     keys = dict(
@@ -335,6 +338,10 @@ def _record_changes(connection: SqlConnection, changes: Sequence[MembershipChang
             seq,
             change.at_ms,
         )
+
+
+def _person_of(change: MembershipChange) -> tuple[int, int, int]:
+    return change.account_id, change.profile_id, change.at_ms
 
 
 def sequence_changes(connection: SqlConnection, locking: FoldLocking) -> int:
