@@ -108,6 +108,8 @@ class Evaluation:
                 leaves[pid] = stored[pid][0]
             else:
                 leaves[pid] = PersonLeaves()
+        # A survivor's states now hold the merged-away person's: stored whatever else.
+        survivors = set(self.merged.values())
         for dead, survivor in sorted(self.merged.items()):
             if survivor in leaves:
                 dead_leaves = stored[dead][0] if dead in stored else PersonLeaves()
@@ -142,7 +144,13 @@ class Evaluation:
             for segment_id in members.get(pid, ()):
                 was |= program.bit_of.get(segment_id, 0)
             _record(changes, program, segments.versions, account, pid, bits ^ was, bits, now)
-            if self.save_all or changed or pid not in stored or stored[pid][1] != next_change:
+            if (
+                self.save_all
+                or changed
+                or pid in survivors
+                or pid not in stored
+                or stored[pid][1] != next_change
+            ):
                 verdicts.append(PersonVerdict(pid, account, person, next_change))
         for dead, survivor in sorted(self.merged.items()):
             if survivor not in people:
