@@ -1,6 +1,7 @@
 """Upgrading a database made before the queue of membership changes: changes the feed
 had not numbered yet move into the queue and reach the feed after those it numbered,
-and the queue's numbers go on after theirs (webhook messages are named by them)."""
+and the queue's numbers go on after theirs (webhook messages are named by them); and
+leaf states stored before the sparse record are read as they are."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import psycopg
 
+from eventfold.domain.segments.evaluate import LeafState
+from eventfold.domain.segments.program import PersonLeaves, fingerprints_of
 from eventfold.settings import Settings
 from eventfold.storage import open_storage
 from eventfold.storage.identity_keys import indexed_value
 from eventfold.storage.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, statements_of
 from eventfold.storage.postgres import QmarkConnection
+from eventfold.storage.segment_contract import PersonVerdict
 
 # The schema versions just before the queue (SQLite 14, PostgreSQL 12 added it).
 _BEFORE_THE_QUEUE = {"sqlite": 13, "postgres": 11}
@@ -86,3 +91,28 @@ def test_unnumbered_changes_move_into_the_queue_and_keep_their_order(database_ur
         assert row[0] > 3
     finally:
         connection.close()
+
+
+def test_leaf_states_stored_before_the_sparse_record_are_read_as_they_are(
+    database_url: str,
+) -> None:
+    storage = open_storage(Settings(database_url=database_url, fold_in_server=False))
+    try:
+        earlier = msgspec.msgpack.encode(
+            {"00112233aabbccdd": LeafState(), "0011223344556677": LeafState(2, 5)}
+        )
+        storage.segments_transaction(
+            lambda records: records.save([PersonVerdict(7, 1, PersonLeaves(), None)], [], [])
+        )
+        backend = "sqlite" if database_url.startswith("sqlite") else "postgres"
+        connection, placeholder = _connect(database_url, backend)  # as the code before wrote it
+        connection.execute(
+            f"UPDATE segment_people SET leaves = {placeholder} WHERE profile_id = 7", (earlier,)
+        )
+        connection.close()
+        found = storage.segments_transaction(lambda records: records.segment_people([7]))
+        leaves, _ = found[7]
+        assert leaves.states == {"0011223344556677": LeafState(2, 5)}
+        assert fingerprints_of(leaves.known) == {"00112233aabbccdd", "0011223344556677"}
+    finally:
+        storage.close()
