@@ -13,14 +13,10 @@ import msgspec
 from eventfold.domain.events import AcceptedEvent
 from eventfold.domain.profile import FoldInput, FoldSource, ProfileState
 from eventfold.domain.profile_book import IdentityKey, ProfileBook
-from eventfold.domain.segments.evaluate import (
-    PersonLeaves,
-    Verdict,
-    leaf_from_events,
-    resolve,
-)
+from eventfold.domain.segments.evaluate import Verdict, leaf_from_events, resolve
 from eventfold.domain.segments.language import Condition, event_leaves, parse_condition
 from eventfold.domain.segments.predicates import is_member
+from eventfold.domain.segments.program import PersonLeaves
 from eventfold.services.segments_fold import fold_segments
 from eventfold.storage.base import PendingEvent
 from eventfold.storage.segment_contract import (
@@ -219,12 +215,14 @@ class MemoryRecords:
             for pid in profile_ids
         }
 
-    def leaves(self, profile_ids: Sequence[int]) -> dict[int, PersonLeaves]:
-        return {pid: self.world.leaves[pid] for pid in profile_ids if pid in self.world.leaves}
-
-    def next_changes(self, profile_ids: Sequence[int]) -> dict[int, int | None]:
+    def segment_people(
+        self, profile_ids: Sequence[int]
+    ) -> dict[int, tuple[PersonLeaves, int | None]]:
+        # A copy, as a database gives: what the caller changes stays its own until saved.
         return {
-            pid: self.world.next_change[pid] for pid in profile_ids if pid in self.world.next_change
+            pid: (_copied(self.world.leaves[pid]), self.world.next_change[pid])
+            for pid in profile_ids
+            if pid in self.world.leaves
         }
 
     def memberships(self, profile_ids: Sequence[int]) -> dict[int, dict[int, int]]:
@@ -260,6 +258,10 @@ class MemoryRecords:
         for pid in forget:
             world.members.pop(pid, None)
         world.changes += changes
+
+
+def _copied(leaves: PersonLeaves) -> PersonLeaves:
+    return msgspec.msgpack.decode(msgspec.msgpack.encode(leaves), type=PersonLeaves)
 
 
 def replace_status(record: SegmentRecord, status: str) -> SegmentRecord:

@@ -153,3 +153,15 @@ def test_incremental_membership_equals_evaluation_from_scratch(
         pass
     check(world)
     assert all(record.status == "ready" for record in world.segments)
+
+
+def test_a_merge_keeps_both_peoples_states_though_its_event_matches_no_leaf() -> None:
+    world = World(START)
+    world.define("twice", {"event": {"action": "purchase"}, "count": {"op": "gte", "value": 2}})
+    backfill_step(world)
+    world.fold([(FoldInput(action="purchase", email="a@x.co"), START)])
+    world.fold([(FoldInput(action="purchase", phoneNumber="+1"), START)])
+    world.fold([(FoldInput(action="view", email="a@x.co", phoneNumber="+1"), START)])
+    world.fold([(FoldInput(action="view", email="a@x.co"), START)])  # judged from stored states
+    check(world)
+    assert len(world.members) == 1

@@ -2,9 +2,10 @@
 the one routine the fold, the timer and the backfill share.
 
 For each person it brings the event-leaf states up to date (adding the step's events to
-the states it has, building a missing or stale one from the person's folded events),
-judges every segment, and records the entries and exits together with the new states
-and the next moment a time window can change the answer.
+the states it has, building a missing one from the person's folded events), judges
+every segment at once (``domain/segments/program.py``), and records the entries and
+exits together with the new states and the next moment a time window can change the
+answer. All the people of a round are read in one query and written in one.
 """
 
 from __future__ import annotations
@@ -16,27 +17,14 @@ from dataclasses import dataclass, field
 import msgspec
 
 from eventfold.domain.profile import FoldSource, ProfileState
-from eventfold.domain.segments.evaluate import (
-    LeafState,
+from eventfold.domain.segments.language import Condition, DefinitionError, parse_condition
+from eventfold.domain.segments.program import (
     PersonLeaves,
-    Verdict,
-    leaf_from_events,
-    leaf_states,
-    merge_leaves,
-    resolve,
+    SegmentProgram,
+    compile_program,
+    fingerprints_of,
+    merge_people,
 )
-from eventfold.domain.segments.language import (
-    AllOf,
-    AnyOf,
-    Condition,
-    DefinitionError,
-    EventLeaf,
-    NotOf,
-    ProfileLeaf,
-    event_leaves,
-    parse_condition,
-)
-from eventfold.domain.segments.predicates import Judgement, Predicate, compile_predicate
 from eventfold.storage.segment_contract import (
     MembershipChange,
     PersonVerdict,
@@ -48,27 +36,9 @@ logger = logging.getLogger("eventfold.segments")
 
 
 @dataclass(frozen=True, slots=True)
-class CompiledSegment:
-    id: int
-    key: str
-    version: int
-    condition: Condition  # with the segments it names inlined
-    predicate: Predicate  # the condition compiled
-    # What the answer reads: profile fields, and event leaves by fingerprint.
-    fields: frozenset[str] = frozenset()
-    fingerprints: frozenset[str] = frozenset()
-
-
-@dataclass(slots=True)
 class AccountSegments:
-    segments: list[CompiledSegment] = field(default_factory=list)
-    leaves: dict[str, EventLeaf] = field(default_factory=dict)  # fingerprint -> leaf
-
-    def leaves_of(self, segment_id: int) -> set[str]:
-        for segment in self.segments:
-            if segment.id == segment_id:
-                return {leaf.fingerprint for leaf in event_leaves(segment.condition)}
-        return set()
+    program: SegmentProgram
+    versions: Mapping[int, int]  # segment id -> version
 
 
 _compiled: dict[tuple[tuple[int, int, str, bytes], ...], AccountSegments] = {}
@@ -76,7 +46,7 @@ _MAX_COMPILED = 1_000
 
 
 def compile_accounts(records: Iterable[SegmentRecord]) -> dict[int, AccountSegments]:
-    """Each account's segments, parsed and resolved (cached by their versions)."""
+    """Each account's segments, compiled (cached by their versions)."""
     by_account: dict[int, list[SegmentRecord]] = {}
     for record in records:
         by_account.setdefault(record.account_id, []).append(record)
@@ -88,32 +58,17 @@ def _compile(records: list[SegmentRecord]) -> AccountSegments:
     cached = _compiled.get(cache_key)
     if cached is not None:
         return cached
-    parsed: dict[str, Condition] = {}
+    parsed: list[tuple[int, str, Condition]] = []
     for record in records:
         try:
-            parsed[record.key] = parse_condition(msgspec.json.decode(record.definition))
+            condition = parse_condition(msgspec.json.decode(record.definition))
         except (DefinitionError, msgspec.DecodeError) as error:  # saved ones were checked
             logger.error("segment %s cannot be read and is skipped: %s", record.key, error)
-    compiled = AccountSegments()
-    for record in records:
-        if record.key not in parsed:
             continue
-        try:
-            condition = resolve(parsed[record.key], parsed)
-        except KeyError:
-            continue  # names a segment being deleted
-        compiled.segments.append(
-            CompiledSegment(
-                record.id,
-                record.key,
-                record.version,
-                condition,
-                compile_predicate(condition),
-                frozenset(profile_fields(condition)),
-                frozenset(leaf.fingerprint for leaf in event_leaves(condition)),
-            )
-        )
-        compiled.leaves.update((leaf.fingerprint, leaf) for leaf in event_leaves(condition))
+        parsed.append((record.id, record.key, condition))
+    program = compile_program(parsed)
+    versions = {r.id: r.version for r in records if r.id in program.bit_of}
+    compiled = AccountSegments(program, versions)
     if len(_compiled) >= _MAX_COMPILED:
         _compiled.clear()
     _compiled[cache_key] = compiled
@@ -131,89 +86,77 @@ class Evaluation:
     step_events: Mapping[int, Sequence[tuple[FoldSource, int]]] = field(default_factory=dict)
     brand_new: set[int] = field(default_factory=set)  # profiles made by this fold step
     merged: Mapping[int, int] = field(default_factory=dict)  # merged away -> survivor
-    rebuild: set[str] = field(default_factory=set)  # leaves to build afresh for everyone
     # Store every verdict (the timer and the backfill), not only those whose leaf states
-    # or next change moment may have changed.
+    # or next change moment changed.
     save_all: bool = False
-    # Profile fields changed in this transaction by other than events (profile upserts).
-    step_fields: Mapping[int, set[str]] = field(default_factory=dict)
 
     def run(self, people: Mapping[int, tuple[int, ProfileState]]) -> list[MembershipChange]:
         """Evaluates these (profile id -> account, state) and saves; returns the changes."""
         records, now = self.records, self.records.now_ms
         people = {pid: found for pid, found in people.items() if found[0] in self.accounts}
-        ids = sorted(set(people) | set(self.merged))
-        if not ids:
+        if not people and not self.merged:
             return []
-        stored = records.leaves(ids)
-        members = records.memberships(ids)
-        next_changes = {} if self.save_all else records.next_changes(ids)
+        # A profile this step made has nothing stored yet: no need to ask.
+        ids = sorted((set(people) - self.brand_new) | set(self.merged))
+        stored = records.segment_people(ids) if ids else {}
+        members = records.memberships(ids) if ids else {}
         leaves: dict[int, PersonLeaves] = {}
         for pid, (account, _) in people.items():
             if pid in self.brand_new:
-                leaves[pid] = {fp: LeafState() for fp in self.accounts[account].leaves}
+                leaves[pid] = PersonLeaves(self.accounts[account].program.known, {})
+            elif pid in stored:
+                leaves[pid] = stored[pid][0]
             else:
-                leaves[pid] = stored.get(pid, {})
+                leaves[pid] = PersonLeaves()
+        # A survivor's states now hold the merged-away person's: stored whatever else.
+        survivors = set(self.merged.values())
         for dead, survivor in sorted(self.merged.items()):
             if survivor in leaves:
-                leaves[survivor] = merge_leaves(leaves[survivor], stored.get(dead, {}))
-        stale = {
-            pid: (self.accounts[account].leaves.keys() - leaves[pid].keys())
-            | (self.rebuild & self.accounts[account].leaves.keys())
-            for pid, (account, _) in people.items()
-        }
+                dead_leaves = stored[dead][0] if dead in stored else PersonLeaves()
+                leaves[survivor] = merge_people(leaves[survivor], dead_leaves)
+        stale: dict[int, set[str]] = {}
+        for pid, (account, _) in people.items():
+            program = self.accounts[account].program
+            if leaves[pid].known != program.known:
+                stale[pid] = program.rules.keys() - fingerprints_of(leaves[pid].known)
         histories = records.events_of([pid for pid, fps in stale.items() if fps])
         changes: list[MembershipChange] = []
         verdicts: list[PersonVerdict] = []
         for pid, (account, state) in sorted(people.items()):
             segments = self.accounts[account]
-            kept = leaves[pid]
-            if stale[pid] or not kept.keys() <= segments.leaves.keys():
-                kept = {
-                    fp: s
-                    for fp, s in kept.items()
-                    if fp in segments.leaves and fp not in stale[pid]
-                }
-            step_events = self.step_events.get(pid, ())
-            current = leaf_states(kept, segments.leaves, step_events, now)
-            for fp in stale[pid]:
-                current[fp] = leaf_from_events(segments.leaves[fp], histories[pid], now)
-            due = next_changes.get(pid)
-            skip = None
-            if not (
-                self.save_all
-                or pid in self.brand_new
-                or pid not in stored
-                or pid in self.merged.values()
-                or (due is not None and due <= now)  # overdue: the timer's turn anyway
-            ):
-                moved = {fp for fp, s in current.items() if kept.get(fp) is not s}
-                changed = fields_changed_by(step_events) | self.step_fields.get(pid, set())
-                skip = {
-                    s.id
-                    for s in segments.segments
-                    if not (s.fields & changed or s.fingerprints & moved)
-                }
-            verdict = judge(
-                segments, pid, account, state, current, members.get(pid, {}), now, changes, skip
-            )
-            if skip and due is not None:
-                # A segment not looked at keeps its moment; an earlier one is harmless
-                # (the timer then looks at everything again).
-                moments = [m for m in (verdict.next_change_ms, due) if m is not None]
-                verdict = PersonVerdict(pid, account, current, min(moments))
+            program = segments.program
+            person = leaves[pid]
+            states = person.states
+            changed = program.cut(states, now)
+            if pid in stale:
+                changed = True
+                missing = stale[pid]
+                for fp in missing:
+                    states.pop(fp, None)
+                program.add_events(states, histories.get(pid, ()), now, only=missing)
+                known_before = program.rules.keys() - missing
+                program.add_events(states, self.step_events.get(pid, ()), now, only=known_before)
+                person = PersonLeaves(program.known, states)
+            elif program.add_events(states, self.step_events.get(pid, ()), now):
+                changed = True
+            bits, next_change = program.judge(states, state, now)
+            was = 0
+            for segment_id in members.get(pid, ()):
+                was |= program.bit_of.get(segment_id, 0)
+            _record(changes, program, segments.versions, account, pid, bits ^ was, bits, now)
             if (
                 self.save_all
+                or changed
+                or pid in survivors
                 or pid not in stored
-                or verdict.next_change_ms is not None
-                or _differs(stored[pid], verdict)
+                or stored[pid][1] != next_change
             ):
-                verdicts.append(verdict)
+                verdicts.append(PersonVerdict(pid, account, person, next_change))
         for dead, survivor in sorted(self.merged.items()):
             if survivor not in people:
                 continue
             account = people[survivor][0]
-            versions = {s.id: s.version for s in self.accounts[account].segments}
+            versions = self.accounts[account].versions
             for segment_id in sorted(members.get(dead, {}).keys() & versions.keys()):
                 changes.append(
                     MembershipChange(account, segment_id, dead, "exited", now, versions[segment_id])
@@ -222,67 +165,22 @@ class Evaluation:
         return changes
 
 
-def judge(
-    segments: AccountSegments,
-    profile_id: int,
-    account_id: int,
-    state: ProfileState,
-    leaves: PersonLeaves,
-    members: Mapping[int, int],
-    now: int,
+def _record(
     changes: list[MembershipChange],
-    skip: set[int] | None = None,
-) -> PersonVerdict:
-    """Judges one person against every segment of the account (but those in ``skip``,
-    whose inputs did not change); appends entries and exits to ``changes``. A segment
-    whose leaf state is unknown keeps its membership."""
-    verdict = Verdict(now)
-    judgement = Judgement(state, leaves, verdict)
-    for segment in segments.segments:
-        if skip and segment.id in skip:
-            continue
-        result = segment.predicate(judgement)
-        if result is None:
-            continue
-        was = segment.id in members
-        if result != was:
-            change = "entered" if result else "exited"
-            changes.append(
-                MembershipChange(account_id, segment.id, profile_id, change, now, segment.version)
-            )
-    return PersonVerdict(profile_id, account_id, leaves, verdict.next_change)
-
-
-def fields_changed_by(events: Sequence[tuple[FoldSource, int]]) -> set[str]:
-    """The profile fields that folding these events can have changed."""
-    if not events:
-        return set()
-    changed = {"eventCount", "firstSeen", "lastSeen"}
-    for event, _ in events:
-        if event.email is not None:
-            changed.add("email")
-        if event.phoneNumber is not None:
-            changed.add("phoneNumber")
-        if event.locale is not None:
-            changed.add("locale")
-        if event.tags:
-            changed.add("tags")
-        if event.custom is not None:
-            for kind in ("string", "numeric", "date"):
-                changed.update(f"custom.{kind}.{f.key}" for f in getattr(event.custom, kind))
-    return changed
-
-
-def profile_fields(condition: Condition) -> set[str]:
-    """The profile fields a (resolved) condition reads."""
-    if isinstance(condition, ProfileLeaf):
-        return {condition.field}
-    if isinstance(condition, AllOf | AnyOf):
-        return set().union(*(profile_fields(c) for c in condition.children))
-    if isinstance(condition, NotOf):
-        return profile_fields(condition.child)
-    return set()
-
-
-def _differs(stored: PersonLeaves, verdict: PersonVerdict) -> bool:
-    return stored != verdict.leaves
+    program: SegmentProgram,
+    versions: Mapping[int, int],
+    account: int,
+    profile_id: int,
+    flipped: int,
+    bits: int,
+    now: int,
+) -> None:
+    """Appends an entry or exit for each segment whose bit ``flipped``."""
+    while flipped:
+        lowest = flipped & -flipped
+        flipped ^= lowest
+        segment_id = program.segment_ids[lowest.bit_length() - 1]
+        change = "entered" if bits & lowest else "exited"
+        changes.append(
+            MembershipChange(account, segment_id, profile_id, change, now, versions[segment_id])
+        )

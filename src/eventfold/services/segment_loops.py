@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 from eventfold.clock import now_ms
+from eventfold.domain.segments.program import PersonLeaves
 from eventfold.services.fold import FoldHealth, describe
 from eventfold.services.segment_evaluation import Evaluation, compile_accounts
 from eventfold.storage.segment_contract import PersonVerdict, SegmentRecords, SegmentStore
@@ -100,7 +101,7 @@ def _set_aside(records: SegmentRecords, profile_id: int) -> None:
     if profile_id not in found:
         records.save([], [profile_id], [])
         return
-    leaves = records.leaves([profile_id]).get(profile_id, {})
+    leaves = records.segment_people([profile_id]).get(profile_id, (PersonLeaves(), None))[0]
     later = records.now_ms + SET_ASIDE_MS
     records.save([PersonVerdict(profile_id, found[profile_id][0], leaves, later)], [], [])
 

@@ -29,6 +29,7 @@ TABLES = (
     "segment_people",
     "segment_members",
     "segment_changes",
+    "segment_change_queue",
     "webhooks",
     "webhook_messages",
     "webhook_people",
@@ -43,6 +44,11 @@ _NUMBERED = (("accounts", "id"), ("events", "seq"), ("segments", "id"), ("segmen
 _HIGHEST_POSITION = (
     "SELECT max(seq) FROM (SELECT max(seq) AS seq FROM events UNION ALL SELECT max(seq)"
     " FROM batches UNION ALL SELECT max(seq) FROM quarantined_events) AS positions"
+)
+# A queued membership change's number goes on from those in the feed (migrations.py).
+_HIGHEST_CHANGE = (
+    "SELECT coalesce(max(seq), 0) FROM (SELECT max(seq) AS seq FROM segment_changes"
+    " UNION ALL SELECT max(seq) FROM segment_change_queue) AS numbers"
 )
 CHUNK = 5_000
 
@@ -75,10 +81,19 @@ def copy_database(source_url: str, target_url: str) -> dict[str, int]:
                     "SELECT setval('profile_ids', (SELECT coalesce(max(id), 0) + 1"
                     " FROM profiles), false)"
                 )
+                target.execute(
+                    "SELECT setval(pg_get_serial_sequence('segment_change_queue', 'seq'),"
+                    f" ({_HIGHEST_CHANGE}) + 1, false)"
+                )
             else:  # SQLite counts profile ids in fold_state; PostgreSQL has a sequence
                 target.execute(
                     "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'batches'",
                     (highest,),
+                )
+                target.execute("DELETE FROM sqlite_sequence WHERE name = 'segment_change_queue'")
+                target.execute(
+                    "INSERT INTO sqlite_sequence (name, seq)"
+                    f" SELECT 'segment_change_queue', ({_HIGHEST_CHANGE})"
                 )
                 target.execute(
                     "INSERT INTO fold_state (name, value) SELECT 'last_profile_id',"

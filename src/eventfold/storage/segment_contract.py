@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from eventfold.domain.profile import FoldSource, ProfileState
-from eventfold.domain.segments.evaluate import PersonLeaves
+from eventfold.domain.segments.program import PersonLeaves
 
 T = TypeVar("T")
 
@@ -31,8 +31,10 @@ class SegmentRecord:
     backfill_after: int = 0  # profiles up to this id are evaluated (while preparing)
 
 
-@dataclass(frozen=True, slots=True)
-class MembershipChange:
+class MembershipChange(NamedTuple):
+    """An entry or exit; a tuple in the order of the feed's columns (a fold step with 50
+    segments makes about 6 for each event)."""
+
     account_id: int
     segment_id: int
     profile_id: int
@@ -101,11 +103,10 @@ class SegmentRecords(Protocol):
     ) -> Mapping[int, Sequence[tuple[FoldSource, int]]]:
         """Each profile's folded events as (event, timestamp)."""
 
-    def leaves(self, profile_ids: Sequence[int]) -> dict[int, PersonLeaves]:
-        """Each profile's event-leaf states (absent: none stored yet)."""
-
-    def next_changes(self, profile_ids: Sequence[int]) -> dict[int, int | None]:
-        """Each profile's stored next change moment (absent: no segment state stored)."""
+    def segment_people(
+        self, profile_ids: Sequence[int]
+    ) -> dict[int, tuple[PersonLeaves, int | None]]:
+        """Each profile's event-leaf states and next change moment (absent: none stored)."""
 
     def memberships(self, profile_ids: Sequence[int]) -> dict[int, dict[int, int]]:
         """Each profile's segments (segment id -> since)."""

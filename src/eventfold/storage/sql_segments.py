@@ -9,13 +9,15 @@ of order and a reader paging by them could step past a change that commits late.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from itertools import groupby
 from typing import Any, TypeVar
 
 import msgspec
 
 from eventfold.clock import now_ms as current_ms
 from eventfold.domain.profile import FoldInput, ProfileState
-from eventfold.domain.segments.evaluate import LeafState, PersonLeaves
+from eventfold.domain.segments.evaluate import LeafState
+from eventfold.domain.segments.program import PersonLeaves, known_of
 from eventfold.storage.segment_contract import (
     FeedEntry,
     Member,
@@ -27,13 +29,14 @@ from eventfold.storage.segment_contract import (
 from eventfold.storage.sql import SqlConnection
 from eventfold.storage.sql_base import SqlBase
 from eventfold.storage.sql_fold import FoldLocking
-from eventfold.storage.sql_profiles import execute_values, select_in
+from eventfold.storage.sql_profiles import select_in
 from eventfold.storage.sql_webhooks import enabled_webhooks, record_segment_change
 
 T = TypeVar("T")
 # MessagePack: read and written for every person a fold step touches (JSON decoding them
-# was the largest single cost of the fold's segment hook with 50 segments).
-_leaves_decoder = msgspec.msgpack.Decoder(dict[str, LeafState])
+# was the largest single cost of the fold's segment hook with 50 segments). A map is a
+# state stored before PersonLeaves (one entry per leaf, empty ones too).
+_leaves_decoder = msgspec.msgpack.Decoder(PersonLeaves | dict[str, LeafState])
 _leaves_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.json.Decoder(ProfileState)
 _fold_input = msgspec.json.Decoder(FoldInput)
@@ -41,13 +44,26 @@ _SEGMENT_COLUMNS = (
     "id, account_id, key, name, definition, version, status, created_at, updated_at, backfill_after"
 )
 _FEED_COUNTER = "segment_feed_position"
-_SEQUENCE_AT_ONCE = 10_000
+_SEQUENCE_AT_ONCE = 2_000  # queue rows (a person's changes in one fold step) at once
+# A queued row's changes: [[segment_id, "entered" or "exited", version], ...].
+_queued_encoder = msgspec.msgpack.Encoder()
+_queued_decoder = msgspec.msgpack.Decoder(list[tuple[int, str, int]])
 
 
 def _segment(row: Any) -> SegmentRecord:
     sid, account, key, name, definition, version, status, created, updated, after = row
     return SegmentRecord(
         sid, account, key, name, bytes(definition), version, status, created, updated, after
+    )
+
+
+def _person_leaves(stored: bytes) -> PersonLeaves:
+    found = _leaves_decoder.decode(stored)
+    if isinstance(found, PersonLeaves):
+        return found
+    empty = LeafState()
+    return PersonLeaves(
+        known_of(found), {fp: state for fp, state in found.items() if state != empty}
     )
 
 
@@ -111,6 +127,9 @@ class SqlSegmentRecords:
         )
 
     def delete_segment(self, segment_id: int) -> None:
+        # Queued changes hold several segments' changes: numbered first, then dropped.
+        while sequence_changes(self._connection, self._locking):
+            pass
         for table, column in (
             ("segment_members", "segment_id"),
             ("segment_changes", "segment_id"),
@@ -157,23 +176,17 @@ class SqlSegmentRecords:
             found[pid].append((_fold_input.decode(body), at))
         return found
 
-    def leaves(self, profile_ids: Sequence[int]) -> dict[int, PersonLeaves]:
+    def segment_people(
+        self, profile_ids: Sequence[int]
+    ) -> dict[int, tuple[PersonLeaves, int | None]]:
         rows = select_in(
             self._connection,
-            "SELECT profile_id, leaves FROM segment_people WHERE profile_id IN ({})",
+            "SELECT profile_id, leaves, next_change_at FROM segment_people"
+            " WHERE profile_id IN ({})",
             (),
             sorted(profile_ids),
         )
-        return {pid: _leaves_decoder.decode(leaves) for pid, leaves in rows}
-
-    def next_changes(self, profile_ids: Sequence[int]) -> dict[int, int | None]:
-        rows = select_in(
-            self._connection,
-            "SELECT profile_id, next_change_at FROM segment_people WHERE profile_id IN ({})",
-            (),
-            sorted(profile_ids),
-        )
-        return dict(rows)
+        return {pid: (_person_leaves(leaves), moment) for pid, leaves, moment in rows}
 
     def memberships(self, profile_ids: Sequence[int]) -> dict[int, dict[int, int]]:
         rows = select_in(
@@ -209,42 +222,93 @@ class SqlSegmentRecords:
                 (),
                 sorted(forget),
             )
-        execute_values(
+        insert_rows(
             connection,
-            "INSERT INTO segment_people (profile_id, account_id, leaves, next_change_at)"
-            " VALUES {} ON CONFLICT (profile_id) DO UPDATE SET leaves = excluded.leaves,"
-            " next_change_at = excluded.next_change_at",
+            "segment_people (profile_id, account_id, leaves, next_change_at)",
+            ("bigint", "bigint", "bytea", "bigint"),
             [
                 (v.profile_id, v.account_id, _leaves_encoder.encode(v.leaves), v.next_change_ms)
                 for v in sorted(verdicts, key=lambda v: v.profile_id)
             ],
+            " ON CONFLICT (profile_id) DO UPDATE SET leaves = excluded.leaves,"
+            " next_change_at = excluded.next_change_at",
         )
-        entered = [c for c in changes if c.change == "entered"]
-        for change in changes:
-            if change.change == "exited":
-                connection.execute(
-                    "DELETE FROM segment_members WHERE segment_id = ? AND profile_id = ?",
-                    (change.segment_id, change.profile_id),
-                )
-        execute_values(
+        exits = [(c.segment_id, c.profile_id) for c in changes if c.change == "exited"]
+        if getattr(connection, "takes_arrays", False) and exits:
+            connection.execute(
+                "DELETE FROM segment_members m USING unnest(%b::bigint[], %b::bigint[])"
+                " AS gone (segment_id, profile_id)"
+                " WHERE m.segment_id = gone.segment_id AND m.profile_id = gone.profile_id",
+                [list(column) for column in zip(*exits, strict=True)],
+            )
+        elif exits:
+            connection.executemany(
+                "DELETE FROM segment_members WHERE segment_id = ? AND profile_id = ?", exits
+            )
+        insert_rows(
             connection,
-            "INSERT INTO segment_members (segment_id, profile_id, since) VALUES {}"
+            "segment_members (segment_id, profile_id, since)",
+            ("bigint", "bigint", "bigint"),
+            [(c.segment_id, c.profile_id, c.at_ms) for c in changes if c.change == "entered"],
             " ON CONFLICT (segment_id, profile_id) DO NOTHING",
-            [(c.segment_id, c.profile_id, c.at_ms) for c in entered],
         )
         _record_changes(connection, changes)
 
 
+def insert_rows(
+    connection: SqlConnection,
+    into: str,
+    types: tuple[str, ...],
+    rows: Sequence[tuple[Any, ...]],
+    suffix: str = "",
+) -> None:
+    """Inserts ``rows`` into ``into`` ("table (columns)") in one statement whose text
+    never changes. On PostgreSQL with COPY when there is no ``suffix`` (ON CONFLICT),
+    else as one binary array per column (``types`` their element types), unnested; on
+    SQLite as one prepared statement run for each row. (Measured: a fold step with 50
+    segments writes about 6 changes per event; as multi-row VALUES of a new length each
+    time PostgreSQL planned every statement anew, 0.5 ms per event; 13,000 rows took
+    about 400 ms as text arrays, 200 ms as binary ones and 100 ms with COPY.)"""
+    if not rows:
+        return
+    raw = getattr(connection, "raw", None)
+    if raw is not None and not suffix:
+        with raw.cursor().copy(f"COPY {into} FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    if getattr(connection, "takes_arrays", False):
+        # %b: psycopg's binary parameters, past the ? the shared SQL is written with.
+        arrays = ", ".join(f"%b::{kind}[]" for kind in types)
+        connection.execute(
+            f"INSERT INTO {into} SELECT * FROM unnest({arrays}){suffix}",
+            [list(column) for column in zip(*rows, strict=True)],
+        )
+        return
+    values = ", ".join("?" * len(types))
+    connection.executemany(f"INSERT INTO {into} VALUES ({values}){suffix}", rows)
+
+
 def _record_changes(connection: SqlConnection, changes: Sequence[MembershipChange]) -> None:
-    """Adds the changes to the feed and, for accounts with webhooks, queues the
-    ``segment.entered`` / ``segment.exited`` messages they ask for in this transaction
-    (``storage/sql_webhooks.py``), each named by its change's number in the feed."""
-    rows = [
-        (c.account_id, c.segment_id, c.profile_id, c.change, c.at_ms, c.version) for c in changes
-    ]
-    insert = "INSERT INTO segment_changes (account_id, segment_id, profile_id, change, at, version)"
-    if not changes or not enabled_webhooks(connection, {c.account_id for c in changes}):
-        execute_values(connection, insert + " VALUES {}", rows)
+    """Queues the changes for the feed, a row per person, and, for accounts with
+    webhooks, queues the ``segment.entered`` / ``segment.exited`` messages they ask for
+    in this transaction (``storage/sql_webhooks.py``), each named by its change's own
+    row in the queue."""
+    if not changes:
+        return
+    if not enabled_webhooks(connection, {c.account_id for c in changes}):
+        # A person's changes come one after another: a row for each run of them.
+        encode = _queued_encoder.encode
+        rows = [
+            (*key, encode([(c.segment_id, c.change, c.version) for c in run]))
+            for key, run in groupby(changes, key=_person_of)
+        ]
+        insert_rows(
+            connection,
+            "segment_change_queue (account_id, profile_id, at, changes)",
+            ("bigint", "bigint", "bigint", "bytea"),
+            rows,
+        )
         return
     keys = dict(
         select_in(
@@ -254,9 +318,16 @@ def _record_changes(connection: SqlConnection, changes: Sequence[MembershipChang
             sorted({c.segment_id for c in changes}),
         )
     )
-    for change, row in zip(changes, rows, strict=True):
+    for change in changes:
         seq = connection.execute(
-            insert + " VALUES (?, ?, ?, ?, ?, ?) RETURNING seq", row
+            "INSERT INTO segment_change_queue (account_id, profile_id, at, changes)"
+            " VALUES (?, ?, ?, ?) RETURNING seq",
+            (
+                change.account_id,
+                change.profile_id,
+                change.at_ms,
+                _queued_encoder.encode([(change.segment_id, change.change, change.version)]),
+            ),
         ).fetchone()[0]
         record_segment_change(
             connection,
@@ -269,26 +340,42 @@ def _record_changes(connection: SqlConnection, changes: Sequence[MembershipChang
         )
 
 
+def _person_of(change: MembershipChange) -> tuple[int, int, int]:
+    return change.account_id, change.profile_id, change.at_ms
+
+
 def sequence_changes(connection: SqlConnection, locking: FoldLocking) -> int:
-    """Gives the committed changes that have none the next feed positions, in the order
-    of their commits (one caller at a time: the counter row is locked)."""
+    """Moves the committed changes from their queue into the feed with the next feed
+    positions, in the order of their commits (one caller at a time: the counter row is
+    locked); returns how many."""
     row = connection.execute(
         "SELECT value FROM fold_state WHERE name = ?" + locking.lock_rows_suffix,
         (_FEED_COUNTER,),
     ).fetchone()
     last = int(row[0]) if row else 0
-    rows = connection.execute(
-        "SELECT seq FROM segment_changes WHERE feed_position IS NULL ORDER BY seq LIMIT ?",
+    queued = connection.execute(
+        "SELECT seq, account_id, profile_id, at, changes FROM segment_change_queue"
+        " ORDER BY seq LIMIT ?",
         (_SEQUENCE_AT_ONCE,),
     ).fetchall()
-    if not rows:
+    if not queued:
         return 0
-    execute_values(
+    rows = [
+        (account, segment, profile, change, at, version)
+        for _, account, profile, at, found in queued
+        for segment, change, version in _queued_decoder.decode(found)
+    ]
+    insert_rows(
         connection,
-        "WITH numbered (seq, feed_position) AS (VALUES {}) UPDATE segment_changes"
-        " SET feed_position = numbered.feed_position FROM numbered"
-        " WHERE segment_changes.seq = numbered.seq",
-        [(seq, last + index) for index, (seq,) in enumerate(rows, start=1)],
+        "segment_changes (account_id, segment_id, profile_id, change, at, version, feed_position)",
+        ("bigint", "bigint", "bigint", "text", "bigint", "bigint", "bigint"),
+        [(*change, last + index) for index, change in enumerate(rows, start=1)],
+    )
+    select_in(
+        connection,
+        "DELETE FROM segment_change_queue WHERE seq IN ({}) RETURNING seq",
+        (),
+        [entry[0] for entry in queued],
     )
     connection.execute(
         "INSERT INTO fold_state (name, value) VALUES (?, ?)"
@@ -306,12 +393,16 @@ def erase_profile(connection: SqlConnection, profile_id: int, now_ms: int) -> No
         " JOIN segments s ON s.id = m.segment_id WHERE m.profile_id = ?",
         (profile_id,),
     ).fetchall()
-    execute_values(
-        connection,
-        "INSERT INTO segment_changes (account_id, segment_id, profile_id, change, at,"
-        " version) VALUES {}",
-        [(account, sid, profile_id, "exited", now_ms, version) for sid, account, version in rows],
-    )
+    if rows:
+        by_account: dict[int, list[tuple[int, str, int]]] = {}
+        for sid, account, version in rows:
+            by_account.setdefault(account, []).append((sid, "exited", version))
+        for account, found in sorted(by_account.items()):
+            connection.execute(
+                "INSERT INTO segment_change_queue (account_id, profile_id, at, changes)"
+                " VALUES (?, ?, ?, ?)",
+                (account, profile_id, now_ms, _queued_encoder.encode(found)),
+            )
     connection.execute("DELETE FROM segment_members WHERE profile_id = ?", (profile_id,))
     connection.execute("DELETE FROM segment_people WHERE profile_id = ?", (profile_id,))
 

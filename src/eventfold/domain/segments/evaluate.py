@@ -2,9 +2,8 @@
 with no new event.
 
 A person is judged from their profile (``ProfileState``), the state of each event leaf
-(``LeafState``: kept incrementally by ``leaf_states``, or built from all their events),
-and ``now``. Every leaf is visited (no short cut), so the next moment any time-bound
-leaf can flip is always known: that is the moment the timer looks at the person again.
+(``LeafState``: kept incrementally by ``program.SegmentProgram``, or built from all
+their events by ``leaf_from_events``), and ``now``.
 """
 
 from __future__ import annotations
@@ -39,9 +38,6 @@ class LeafState(msgspec.Struct, array_like=True, omit_defaults=True):
     recent: list[tuple[int, int]] = []
 
 
-PersonLeaves = dict[str, LeafState]  # leaf fingerprint -> state; absent: not known yet
-
-
 class Verdict:
     """One evaluation's running result: the earliest moment a time-bound leaf changes."""
 
@@ -73,56 +69,17 @@ def resolve(condition: Condition, definitions: Mapping[str, Condition]) -> Condi
 # --- event leaves --------------------------------------------------------------------
 
 
-def leaf_states(
-    leaves: PersonLeaves,
-    definitions: Mapping[str, EventLeaf],
-    events: Iterable[tuple[FoldSource, int]],
-    now: int,
-) -> PersonLeaves:
-    """``leaves`` with these (event, timestamp) added to each known leaf, and windows
-    cut to ``now`` (what fell out of a window can never count again). States that do not
-    change are shared with ``leaves``, never modified."""
-    events = list(events)
-    by_action: dict[str, list[tuple[FoldSource, int]]] = {}
-    for event, at in events:
-        by_action.setdefault(event.action, []).append((event, at))
-    updated = dict(leaves)
-    for fp, state in leaves.items():
-        leaf = definitions.get(fp)
-        if leaf is None:
-            continue
-        candidates = events if leaf.action is None else by_action.get(leaf.action, ())
-        matched = [(at, event_amount(leaf, ev)) for ev, at in candidates if event_matches(leaf, ev)]
-        if leaf.window_ms is None:
-            if matched:
-                total = state.total + sum(amount for _, amount in matched)
-                updated[fp] = LeafState(state.count + len(matched), total)
-            continue
-        start = now - leaf.window_ms
-        if matched or (state.recent and state.recent[0][0] < start):
-            kept = [e for e in state.recent if e[0] >= start]
-            updated[fp] = LeafState(recent=sorted(kept + [m for m in matched if m[0] >= start]))
-    return updated
-
-
-def merge_leaves(a: PersonLeaves, b: PersonLeaves) -> PersonLeaves:
-    """The leaves of two people merged into one: known only where known for both."""
-    return {
-        fp: LeafState(
-            a[fp].count + b[fp].count,
-            a[fp].total + b[fp].total,
-            sorted(a[fp].recent + b[fp].recent),
-        )
-        for fp in a.keys() & b.keys()
-    }
-
-
 def leaf_from_events(
     leaf: EventLeaf, events: Iterable[tuple[FoldSource, int]], now: int
 ) -> LeafState:
-    """The leaf's state built from all the person's events."""
-    fp = leaf.fingerprint
-    return leaf_states({fp: LeafState()}, {fp: leaf}, events, now)[fp]
+    """The leaf's state built from all the person's events (from scratch)."""
+    matched = [
+        (at, event_amount(leaf, event)) for event, at in events if event_matches(leaf, event)
+    ]
+    if leaf.window_ms is None:
+        return LeafState(len(matched), sum(amount for _, amount in matched))
+    start = now - leaf.window_ms
+    return LeafState(recent=sorted(m for m in matched if m[0] >= start))
 
 
 _filters: dict[str, tuple[tuple[str, Callable[[list[Any]], bool]], ...]] = {}
