@@ -221,8 +221,8 @@ def test_segments_see_upserted_fields_and_only_segment_webhooks_fire(
     webhook = subscribe(
         client, secret, "http://127.0.0.1:9/hooks", types=["event.matched", "segment.entered"]
     )
-    # A person with events already has stored leaf states: the fold judges only the
-    # segments whose inputs changed, and an upsert's fields must count as changed.
+    # A person with events already has stored leaf states and memberships; an upsert
+    # changes only profile fields, and the segments must still see them.
     post_events(client, secret, {"action": "view", "email": "a@b.co"})
     define_segment(
         client, secret, "gold", {"profile": "custom.string.tier", "op": "eq", "value": "gold"}

@@ -47,4 +47,3 @@ def fold_segments(
     brand_new = book.created & people.keys()
     merged = {dead: book.final_id(dead) for dead in book.merged_into}
     Evaluation(records, compiled, step_events, brand_new, merged).run(people)
-
