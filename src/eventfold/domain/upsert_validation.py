@@ -21,7 +21,14 @@ from eventfold.domain.upserts import (
     ProfileUpsert,
     constrained_upsert_types,
 )
-from eventfold.domain.validation import DECODE_ERRORS, Problems, dates_to_utc, locate, shown
+from eventfold.domain.validation import (
+    DECODE_ERRORS,
+    Problems,
+    dates_to_utc,
+    decode_generically,
+    locate,
+    shown,
+)
 from eventfold.errors import InvalidRequest, PayloadTooLarge
 
 _FIELD_HINTS = {
@@ -94,17 +101,7 @@ class UpsertValidator:
         return accepted
 
     def _decode_generically(self, body: bytes) -> Any:
-        try:
-            return self._generic_decoder.decode(body)
-        except msgspec.DecodeError as error:
-            raise InvalidRequest(f"the body is not valid JSON ({error}); {_BODY_SHAPE}") from None
-        except UnicodeDecodeError as error:
-            raise InvalidRequest(
-                f"the body is not valid UTF-8 (bad byte at offset {error.start}); "
-                "send JSON encoded as UTF-8"
-            ) from None
-        except RecursionError:
-            raise InvalidRequest("the body is nested too deeply to be a list of profiles") from None
+        return decode_generically(self._generic_decoder, body, _BODY_SHAPE, "a list of profiles")
 
     def _check_count(self, count: int) -> None:
         if count > MAX_PROFILES_PER_REQUEST:

@@ -51,6 +51,24 @@ DECODE_ERRORS = (msgspec.MsgspecError, UnicodeDecodeError, RecursionError)
 MAX_HANDED_OVER_BODY_BYTES = 1024 * 1024
 
 
+def decode_generically(
+    decoder: msgspec.json.Decoder[Any], body: bytes, shape: str, what: str
+) -> Any:
+    """The body as plain JSON values, or InvalidRequest saying why it is not JSON
+    (``shape``: what the body must look like; ``what``: what it was meant to be)."""
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as error:
+        raise InvalidRequest(f"the body is not valid JSON ({error}); {shape}") from None
+    except UnicodeDecodeError as error:
+        raise InvalidRequest(
+            f"the body is not valid UTF-8 (bad byte at offset {error.start}); "
+            "send JSON encoded as UTF-8"
+        ) from None
+    except RecursionError:
+        raise InvalidRequest(f"the body is nested too deeply to be {what}") from None
+
+
 class ValidatedBatch(NamedTuple):
     events: list[AcceptedEvent]
     # What the fold reads of each event, as validated (None where it must decode the
@@ -141,17 +159,7 @@ class BatchValidator:
         return accepted
 
     def _decode_generically(self, body: bytes) -> Any:
-        try:
-            return self._generic_decoder.decode(body)
-        except msgspec.DecodeError as error:
-            raise InvalidRequest(f"the body is not valid JSON ({error}); {_BODY_SHAPE}") from None
-        except UnicodeDecodeError as error:
-            raise InvalidRequest(
-                f"the body is not valid UTF-8 (bad byte at offset {error.start}); "
-                "send JSON encoded as UTF-8"
-            ) from None
-        except RecursionError:
-            raise InvalidRequest("the body is nested too deeply to be an event batch") from None
+        return decode_generically(self._generic_decoder, body, _BODY_SHAPE, "an event batch")
 
     def _check_count(self, count: int) -> None:
         limit = self._limits.max_events_per_batch
