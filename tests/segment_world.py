@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 import msgspec
 
 from eventfold.domain.events import AcceptedEvent
-from eventfold.domain.profile import FoldInput, FoldSource, ProfileState
+from eventfold.domain.fold_input import FoldInput, FoldSource
+from eventfold.domain.profile import ProfileState
 from eventfold.domain.profile_book import IdentityKey, ProfileBook
 from eventfold.domain.segments.evaluate import Verdict, leaf_from_events, resolve
 from eventfold.domain.segments.language import Condition, event_leaves, parse_condition

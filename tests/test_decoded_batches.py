@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventfold.clock import now_ms
+from eventfold.domain.fold_input import FoldInput, identifiers_of
 from eventfold.domain.keys import hash_secret
 from eventfold.domain.limits import Limits
-from eventfold.domain.profile import FoldInput, identifiers_of, state_of_event
+from eventfold.domain.profile import state_of_event
 from eventfold.domain.segments.evaluate import event_values
 from eventfold.domain.validation import MAX_HANDED_OVER_BODY_BYTES, BatchValidator
 from eventfold.services.fold import FoldService

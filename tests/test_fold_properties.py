@@ -12,13 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventfold.domain.events import AcceptedEvent
-from eventfold.domain.profile import (
+from eventfold.domain.fold_input import (
     FoldCustom,
     FoldCustomField,
     FoldInput,
     FoldItem,
     FoldProduct,
     FoldUpsert,
+)
+from eventfold.domain.profile import (
     ProfileState,
     Stamped,
     fold_events,

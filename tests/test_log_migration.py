@@ -13,7 +13,7 @@ import psycopg
 
 from eventfold.clock import now_ms
 from eventfold.domain.events import AcceptedEvent
-from eventfold.domain.profile import FoldInput
+from eventfold.domain.fold_input import FoldInput
 from eventfold.services.fold import FoldService
 from eventfold.settings import Settings
 from eventfold.storage import open_storage

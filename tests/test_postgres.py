@@ -25,7 +25,8 @@ from starlette.testclient import TestClient
 from eventfold.bootstrap import build_services
 from eventfold.cli import main
 from eventfold.clock import now_ms
-from eventfold.domain.profile import FoldInput, ProfileState, profile_view
+from eventfold.domain.fold_input import FoldInput
+from eventfold.domain.profile import ProfileState, profile_view
 from eventfold.domain.profile_book import ProfileBook
 from eventfold.http.app import create_app
 from eventfold.settings import Settings

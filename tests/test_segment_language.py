@@ -6,14 +6,8 @@ from typing import Any
 
 import pytest
 
-from eventfold.domain.profile import (
-    FoldCustom,
-    FoldCustomField,
-    FoldInput,
-    FoldProduct,
-    ProfileState,
-    fold_events,
-)
+from eventfold.domain.fold_input import FoldCustom, FoldCustomField, FoldInput, FoldProduct
+from eventfold.domain.profile import ProfileState, fold_events
 from eventfold.domain.segments.evaluate import Verdict, leaf_from_events
 from eventfold.domain.segments.language import DefinitionError, event_leaves, parse_condition
 from eventfold.domain.segments.predicates import is_member

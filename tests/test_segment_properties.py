@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
-from eventfold.domain.profile import FoldCustom, FoldCustomField, FoldInput
+from eventfold.domain.fold_input import FoldCustom, FoldCustomField, FoldInput
 from eventfold.services.segment_loops import backfill_step, timer_step
 from tests.segment_world import ACCOUNT, World
 

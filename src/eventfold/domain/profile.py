@@ -11,10 +11,11 @@ one a tag: its latest add (by an event or an upsert) or removal (by an upsert) d
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
+from eventfold.domain.fold_input import CustomSource, FoldItem, FoldSource, FoldUpsert
 from eventfold.domain.moments import iso_from_ms
 
 MAX_PRODUCTS_PER_ACTION = 50
@@ -57,105 +58,8 @@ class ProfileState(msgspec.Struct, omit_defaults=True):
     products: dict[str, list[Stamped]] = {}
 
 
-class FoldProduct(msgspec.Struct):
-    id: str
-
-
-class FoldCustomField(msgspec.Struct):
-    key: str
-    values: list[Any]
-
-
-class FoldCustom(msgspec.Struct):
-    string: list[FoldCustomField] = []
-    numeric: list[FoldCustomField] = []
-    date: list[FoldCustomField] = []
-
-
-class FoldInput(msgspec.Struct):
-    """The parts of a stored event document that the fold reads (others are ignored)."""
-
-    action: str
-    email: str | None = None
-    phoneNumber: str | None = None
-    profileId: str | None = None
-    locale: str | None = None
-    products: list[FoldProduct] = []
-    custom: FoldCustom | None = None
-    tags: list[str] = []
-
-
-class _CustomFieldSource(Protocol):
-    @property
-    def key(self) -> str: ...
-    @property
-    def values(self) -> list[Any]: ...
-
-
-class _CustomSource(Protocol):
-    @property
-    def string(self) -> Sequence[_CustomFieldSource]: ...
-    @property
-    def numeric(self) -> Sequence[_CustomFieldSource]: ...
-    @property
-    def date(self) -> Sequence[_CustomFieldSource]: ...
-
-
-class _ProductSource(Protocol):
-    @property
-    def id(self) -> str | int: ...
-
-
-class FoldSource(Protocol):
-    """What the fold reads of an event: a ``FoldInput`` decoded from its stored document,
-    or, where the fold runs in the process that accepted it, the validated event itself
-    (``domain.events.Event`` after normalisation; ``storage/decoded_batches.py``)."""
-
-    @property
-    def action(self) -> str: ...
-    @property
-    def email(self) -> str | None: ...
-    @property
-    def phoneNumber(self) -> str | None: ...
-    @property
-    def profileId(self) -> str | None: ...
-    @property
-    def locale(self) -> str | None: ...
-    @property
-    def products(self) -> Sequence[_ProductSource]: ...
-    @property
-    def custom(self) -> _CustomSource | None: ...
-    @property
-    def tags(self) -> Sequence[str]: ...
-
-
-class FoldUpsert(msgspec.Struct):
-    """The parts of a stored profile upsert that the fold reads."""
-
-    email: str | None = None
-    phoneNumber: str | None = None
-    profileId: str | None = None
-    custom: FoldCustom | None = None
-    addTags: list[str] = []
-    removeTags: list[str] = []
-
-
-FoldItem = FoldSource | FoldUpsert  # what the fold folds: an event or a profile upsert
-Identifier = tuple[str, str]  # (kind, normalised value): ("email", "a@b.co")
 # A tag's add and removal in one upsert: the removal wins (index 1 over 0).
 _ADDED, _REMOVED = 0, 1
-
-
-def identifiers_of(event: FoldItem) -> list[Identifier]:
-    """The identifiers an event or upsert names, in a fixed order."""
-    found: list[Identifier] = []
-    if event.email is not None:
-        found.append(("email", event.email))
-    if event.phoneNumber is not None:
-        found.append(("phoneNumber", event.phoneNumber))
-    if event.profileId is not None:
-        found.append(("profileId", event.profileId))
-    return found
 
 
 def state_of_event(event: FoldSource, at: int, seq: int) -> ProfileState:
@@ -358,9 +262,7 @@ def profile_view(profile_id: str, state: ProfileState) -> ProfileView:
     )
 
 
-def _set_custom(
-    custom: dict[str, Stamped], fields: _CustomSource | None, at: int, seq: int
-) -> None:
+def _set_custom(custom: dict[str, Stamped], fields: CustomSource | None, at: int, seq: int) -> None:
     """Sets each custom field of an event or upsert where it is the latest writer."""
     if fields is None:
         return

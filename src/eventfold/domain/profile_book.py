@@ -10,13 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from eventfold.domain.profile import (
-    FoldItem,
-    ProfileState,
-    fold_events,
-    identifiers_of,
-    merge_states,
-)
+from eventfold.domain.fold_input import FoldItem, identifiers_of
+from eventfold.domain.profile import ProfileState, fold_events, merge_states
 
 IdentityKey = tuple[int, str, str]  # (account id, kind, normalised value)
 

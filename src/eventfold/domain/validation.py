@@ -22,11 +22,11 @@ from eventfold.domain.events import (
     Event,
     constrained_types,
 )
+from eventfold.domain.fold_input import FoldSource
 from eventfold.domain.identity import EMAIL_RULE, PHONE_RULE, normalise_email, normalise_phone
 from eventfold.domain.languages import ISO_639_1
 from eventfold.domain.limits import Limits
 from eventfold.domain.moments import OutOfRange, as_utc, from_epoch_ms, to_epoch_ms
-from eventfold.domain.profile import FoldSource
 from eventfold.errors import FieldError, InvalidRequest, PayloadTooLarge
 
 MAX_REPORTED_ERRORS = 100

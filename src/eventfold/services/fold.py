@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from eventfold.domain.profile import FoldItem, identifiers_of
+from eventfold.domain.fold_input import FoldItem, identifiers_of
 from eventfold.domain.profile_book import ProfileBook
 from eventfold.errors import EventfoldError, FoldContention, StorageUnavailable
 from eventfold.services.segments_fold import fold_segments

@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 
 from eventfold.clock import now_ms
-from eventfold.domain.profile import FoldSource
+from eventfold.domain.fold_input import FoldSource
 from eventfold.domain.upsert_validation import UpsertValidator
 from eventfold.domain.validation import BatchValidator
 from eventfold.errors import EventfoldError, InvalidRequest, Overloaded

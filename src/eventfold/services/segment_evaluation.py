@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from eventfold.domain.profile import FoldSource, ProfileState
+from eventfold.domain.fold_input import FoldSource
+from eventfold.domain.profile import ProfileState
 from eventfold.domain.segments.language import Condition, DefinitionError, parse_condition
 from eventfold.domain.segments.program import (
     PersonLeaves,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from eventfold.domain.profile import FoldSource
+from eventfold.domain.fold_input import FoldSource
 from eventfold.domain.profile_book import ProfileBook
 from eventfold.services.segment_evaluation import Evaluation, compile_accounts
 from eventfold.storage.base import PendingEvent, PendingItem

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from eventfold.domain.events import AcceptedEvent
-from eventfold.domain.profile import FoldSource, FoldUpsert, ProfileState
+from eventfold.domain.fold_input import FoldSource, FoldUpsert
+from eventfold.domain.profile import ProfileState
 from eventfold.domain.profile_book import IdentityKey, ProfileBook
 from eventfold.domain.upserts import AcceptedUpsert
 from eventfold.storage.segment_contract import SegmentRecords, SegmentStore

@@ -21,8 +21,8 @@ from typing import TypeGuard
 import msgspec
 
 from eventfold.domain.events import AcceptedEvent
+from eventfold.domain.fold_input import FoldUpsert
 from eventfold.domain.limits import EVENTS_PER_BATCH_CEILING
-from eventfold.domain.profile import FoldUpsert
 from eventfold.domain.upserts import AcceptedUpsert
 from eventfold.storage.base import LogEntries, PendingUpsert
 

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from eventfold.domain.events import AcceptedEvent
-from eventfold.domain.profile import FoldSource
+from eventfold.domain.fold_input import FoldSource
 from eventfold.domain.upserts import AcceptedUpsert
 
 # A batch's events (or profile upserts, read from their record), and what the fold

@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, TypeVar
 
-from eventfold.domain.profile import FoldSource, ProfileState
+from eventfold.domain.fold_input import FoldSource
+from eventfold.domain.profile import ProfileState
 from eventfold.domain.segments.program import PersonLeaves
 
 T = TypeVar("T")

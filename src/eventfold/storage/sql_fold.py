@@ -23,7 +23,8 @@ from typing import Any, cast
 import msgspec
 
 from eventfold.domain.events import AcceptedEvent
-from eventfold.domain.profile import FoldInput, FoldSource, ProfileState
+from eventfold.domain.fold_input import FoldInput, FoldSource
+from eventfold.domain.profile import ProfileState
 from eventfold.domain.profile_book import IdentityKey, ProfileBook
 from eventfold.errors import FoldContention
 from eventfold.storage.base import LogEntries, PendingEvent, PendingItem

@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 import msgspec
 
 from eventfold.clock import now_ms as current_ms
-from eventfold.domain.profile import FoldInput, ProfileState
+from eventfold.domain.fold_input import FoldInput
+from eventfold.domain.profile import ProfileState
 from eventfold.domain.segments.evaluate import LeafState
 from eventfold.domain.segments.program import PersonLeaves, known_of
 from eventfold.storage.segment_contract import (

@@ -12,7 +12,8 @@ from typing import cast
 
 from eventfold.clock import now_ms as current_ms
 from eventfold.domain.events import AcceptedEvent
-from eventfold.domain.profile import FoldSource, ProfileState
+from eventfold.domain.fold_input import FoldSource
+from eventfold.domain.profile import ProfileState
 from eventfold.errors import IdempotencyConflict
 from eventfold.storage import sql_log, sql_logged, sql_profiles
 from eventfold.storage.base import (

@@ -16,8 +16,9 @@ from typing import Any
 
 import msgspec
 
+from eventfold.domain.fold_input import FoldSource
 from eventfold.domain.moments import to_epoch_ms
-from eventfold.domain.profile import FoldSource, ProfileState
+from eventfold.domain.profile import ProfileState
 from eventfold.domain.segments.language import (
     AllOf,
     AnyOf,

@@ -29,7 +29,8 @@ from typing import Any
 
 import msgspec
 
-from eventfold.domain.profile import FoldSource, ProfileState
+from eventfold.domain.fold_input import FoldSource
+from eventfold.domain.profile import ProfileState
 from eventfold.domain.segments.evaluate import (
     LeafState,
     event_values,

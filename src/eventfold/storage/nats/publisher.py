@@ -13,7 +13,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import api
 
-from eventfold.domain.profile import FoldSource
+from eventfold.domain.fold_input import FoldSource
 from eventfold.errors import IdempotencyConflict, StorageUnavailable
 from eventfold.settings import Settings
 from eventfold.storage.base import FoldLag, IdempotencyClaim, LogEntries, Storage
