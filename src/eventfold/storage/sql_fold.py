@@ -166,10 +166,12 @@ class SqlFoldTransaction:
             wanted = sorted(seqs)
         if not wanted:
             return []
+        # Without a hand-off every record is read: in the same statement.
+        body = ", body" if self._decoded_batches is None else ""
         batches = select_in(
             connection,
-            "SELECT seq, account_id, received_at, event_count FROM batches WHERE seq IN ({})"
-            " ORDER BY seq" + self._locking.claim_suffix,
+            f"SELECT seq, account_id, received_at, event_count{body} FROM batches"
+            " WHERE seq IN ({}) ORDER BY seq" + self._locking.claim_suffix,
             (),
             wanted,
         )
@@ -182,27 +184,34 @@ class SqlFoldTransaction:
         select_in(connection, "DELETE FROM batches WHERE seq IN ({}) RETURNING seq", (), claimed)
         return [
             event
-            for seq, account, received_at, _ in batches
+            for seq, account, received_at, *_ in batches
             for event in pending_items(seq, account, received_at, *decoded[seq])
         ]
 
     def _decoded(self, batches: Sequence[Row]) -> dict[int, Decoded]:
         """The claimed batches' events: as handed over by this process's request path
-        where it can (``DecodedBatches``), else decoded from their records."""
+        where it can (``DecodedBatches``), else decoded from their records (read with
+        the claim when there is no hand-off)."""
         found: dict[int, Decoded] = {}
-        if self._decoded_batches is not None:
+        if self._decoded_batches is None:
+            records: Sequence[Row] = [(row[0], row[4]) for row in batches]
+        else:
             for seq, _, _, event_count in batches:
                 decoded = self._decoded_batches.take(seq, event_count)
                 if decoded is not None:
                     found[seq] = decoded
-        missing = [row[0] for row in batches if row[0] not in found]
-        if missing:
-            records = select_in(
-                self._connection, "SELECT seq, body FROM batches WHERE seq IN ({})", (), missing
-            )
-            for seq, body in records:
-                entries = decode_entries(bytes(body))  # events, or profile upserts
-                found[seq] = (entries, [None] * len(entries))
+            missing = [row[0] for row in batches if row[0] not in found]
+            records = []
+            if missing:
+                records = select_in(
+                    self._connection,
+                    "SELECT seq, body FROM batches WHERE seq IN ({})",
+                    (),
+                    missing,
+                )
+        for seq, body in records:
+            entries = decode_entries(bytes(body))  # events, or profile upserts
+            found[seq] = (entries, [None] * len(entries))
         return found
 
     def load_people(
