@@ -32,8 +32,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    # The lag read fresh, so that a test sees its own events in /healthz at once.
-    return Settings(database_url=database_url, fold_lag_cache_seconds=0.001)
+    # The lag read fresh, so that a test sees its own events in /healthz at once; the
+    # fold on a thread of the test's process (tests/test_fold_process.py runs the child).
+    return Settings(database_url=database_url, fold_lag_cache_seconds=0.001, fold_process=False)
 
 
 @pytest.fixture

@@ -185,7 +185,9 @@ def test_profiles_folded_from_the_hand_off_equal_those_folded_from_records(
     profiles = []
     for hand_off in (True, False):
         with fresh_database(backend, tmp_path) as url:
-            storage = open_storage(Settings(database_url=url, fold_in_server=hand_off))
+            storage = open_storage(
+                Settings(fold_process=False, database_url=url, fold_in_server=hand_off)
+            )
             try:
                 assert isinstance(storage, SqlStorage)
                 assert (storage.decoded_batches is not None) is hand_off

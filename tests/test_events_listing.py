@@ -121,6 +121,7 @@ def test_bad_query_parameters_are_400(
 def unfolded(tmp_path: Path) -> Iterator[tuple[TestClient, str, Storage]]:
     """A server that does not fold, as when `eventfold worker` runs elsewhere and is down."""
     settings = Settings(
+        fold_process=False,
         database_url=f"sqlite:///{tmp_path / 'u.db'}",
         fold_in_server=False,
         fold_lag_cache_seconds=0.001,  # the lag as it is now, not half a second ago

@@ -118,6 +118,7 @@ def test_other_content_types_and_encodings_are_415(
 @pytest.fixture
 def small_client(tmp_path: Path) -> Iterator[tuple[TestClient, str, Storage]]:
     settings = Settings(
+        fold_process=False,
         database_url=f"sqlite:///{tmp_path / 'small.db'}",
         limits=Limits(max_body_bytes=65536, max_events_per_batch=10),
     )
@@ -166,7 +167,9 @@ def test_too_many_events_is_413(small_client: tuple[TestClient, str, Storage]) -
 
 def test_locked_database_is_503_with_retry_after_then_recovers(tmp_path: Path) -> None:
     path = tmp_path / "locked.db"
-    settings = Settings(database_url=f"sqlite:///{path}", sqlite_busy_timeout_ms=50)
+    settings = Settings(
+        fold_process=False, database_url=f"sqlite:///{path}", sqlite_busy_timeout_ms=50
+    )
     storage = open_storage(settings)
     secret = storage.create_key("acme", now_ms())[1]
     other_process = sqlite3.connect(path, isolation_level=None)

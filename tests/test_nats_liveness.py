@@ -72,6 +72,7 @@ class FlakyStorage(SqliteStorage):
 
 def settings_for(cluster: NatsCluster, tmp_path: Path, ack_wait: float) -> Settings:
     return Settings(
+        fold_process=False,
         database_url=f"sqlite:///{tmp_path / 'events.db'}",
         log_url=cluster.url,
         nats_stream=f"T{uuid.uuid4().hex[:10]}",
@@ -204,6 +205,7 @@ def test_an_api_node_whose_nats_node_falls_silent_publishes_through_another_with
 ) -> None:
     cluster = NatsCluster(tmp_path / "nats", nats_binary).start()
     settings = Settings(
+        fold_process=False,
         database_url=f"sqlite:///{tmp_path / 'events.db'}",
         log_url=cluster.url,
         nats_stream=f"T{uuid.uuid4().hex[:10]}",

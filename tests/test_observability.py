@@ -79,6 +79,7 @@ def test_request_id_is_taken_from_the_client_or_made(client: TestClient) -> None
 @pytest.fixture
 def lagging(tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
     settings = Settings(
+        fold_process=False,
         database_url=f"sqlite:///{tmp_path / 'l.db'}",
         fold_in_server=False,
         ready_max_lag_seconds=0.2,

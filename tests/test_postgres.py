@@ -61,7 +61,10 @@ def _by_people(states: list[ProfileState]) -> dict[Any, dict[str, Any]]:
 
 def test_two_workers_folding_one_log_give_the_profiles_of_one(postgres_url: str) -> None:
     settings = Settings(
-        database_url=postgres_url, fold_in_server=False, fold_lag_cache_seconds=0.001
+        fold_process=False,
+        database_url=postgres_url,
+        fold_in_server=False,
+        fold_lag_cache_seconds=0.001,
     )
     storage = open_storage(settings)
     secret = storage.create_key("acme", now_ms())[1]
@@ -172,7 +175,7 @@ def test_an_sqlite_database_moves_to_postgresql_with_eventfold_migrate(
     postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sqlite_url = f"sqlite:///{tmp_path / 'old.db'}"
-    settings = Settings(database_url=sqlite_url)
+    settings = Settings(fold_process=False, database_url=sqlite_url)
     storage = open_storage(settings)
     secret = storage.create_key("acme", now_ms(), rate_limit=1000)[1]
     with TestClient(create_app(build_services(settings, storage))) as client:
@@ -199,7 +202,7 @@ def test_an_sqlite_database_moves_to_postgresql_with_eventfold_migrate(
     assert main(["migrate", "--from", sqlite_url, "--database", postgres_url]) == 0
     assert "events: 3 rows" in capsys.readouterr().out
 
-    settings = Settings(database_url=postgres_url)
+    settings = Settings(fold_process=False, database_url=postgres_url)
     storage = open_storage(settings)
     with TestClient(create_app(build_services(settings, storage))) as client:
         assert client.get("/api/v0/events", headers=auth(secret)).json() == before_events

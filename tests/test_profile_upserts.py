@@ -17,6 +17,7 @@ from tests.test_webhook_delivery import deliveries, subscribe, wait_until
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return Settings(
+        fold_process=False,
         database_url=database_url,
         fold_lag_cache_seconds=0.001,
         webhooks_allow_private=True,

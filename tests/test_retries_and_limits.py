@@ -30,7 +30,7 @@ Server = tuple[TestClient, Storage, Settings]
 @pytest.fixture
 def server(request: pytest.FixtureRequest, database_url: str) -> Iterator[Server]:
     overrides: dict[str, Any] = getattr(request, "param", {})
-    settings = Settings(database_url=database_url, **overrides)
+    settings = Settings(fold_process=False, database_url=database_url, **overrides)
     storage = open_storage(settings)
     with TestClient(create_app(build_services(settings, storage))) as client:
         yield client, storage, settings

@@ -24,6 +24,7 @@ TIMEOUT_SECONDS = 1.0
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return Settings(
+        fold_process=False,
         database_url=database_url,
         fold_lag_cache_seconds=0.001,
         webhooks_allow_private=True,  # the receivers listen on 127.0.0.1

@@ -22,7 +22,10 @@ DOCS = Path(__file__).parent.parent / "docs" / "webhooks.md"
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return Settings(
-        database_url=database_url, fold_lag_cache_seconds=0.001, webhooks_allow_private=True
+        fold_process=False,
+        database_url=database_url,
+        fold_lag_cache_seconds=0.001,
+        webhooks_allow_private=True,
     )
 
 

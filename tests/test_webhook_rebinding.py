@@ -25,6 +25,7 @@ from tests.test_webhook_outbox import transaction
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return Settings(
+        fold_process=False,
         database_url=database_url,
         webhook_retry_seconds="0,0.1",
         webhook_timeout_seconds=1.0,

@@ -24,7 +24,10 @@ PUBLIC_URL = "https://93.184.215.14/hooks/eventfold"  # an IP literal: no DNS ne
 def settings(database_url: str) -> Settings:
     # Private targets refused, as in production; nothing is delivered by these tests.
     return Settings(
-        database_url=database_url, fold_lag_cache_seconds=0.001, deliver_in_server=False
+        fold_process=False,
+        database_url=database_url,
+        fold_lag_cache_seconds=0.001,
+        deliver_in_server=False,
     )
 
 

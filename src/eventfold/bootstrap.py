@@ -9,9 +9,10 @@ from eventfold.domain.upsert_validation import UpsertValidator
 from eventfold.domain.upserts import UpsertTypes
 from eventfold.domain.validation import BatchValidator
 from eventfold.domain.webhook_retries import parse_schedule
+from eventfold.fold_process import FoldProcess
 from eventfold.observability import metrics
 from eventfold.services.auth import Authenticator
-from eventfold.services.background import BackgroundWork
+from eventfold.services.background import BackgroundWork, FoldLoop
 from eventfold.services.debug_feed import DebugFeed, RejectionRing
 from eventfold.services.fold_lag import FoldLagGauge
 from eventfold.services.ingest import IngestService
@@ -59,6 +60,15 @@ def build_worker(settings: Settings, storage: Storage) -> BackgroundWork:
     )
 
 
+def _server_folds(settings: Settings, storage: Storage) -> list[FoldLoop]:
+    """The fold ``serve`` runs: none, a child process, or loops on threads of its own."""
+    if not settings.fold_in_server:
+        return []
+    if settings.fold_process:
+        return [FoldProcess(settings)]
+    return list(fold_loops(settings, storage))
+
+
 def segment_loops(settings: Settings, storage: Storage) -> SegmentLoops:
     return SegmentLoops(
         storage,
@@ -88,7 +98,11 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
     rejections = RejectionRing()
     log = open_log(settings, storage)
     fold_lag = FoldLagGauge(log, settings.fold_lag_cache_seconds)
-    loops = segment_loops(settings, storage) if settings.fold_in_server else None
+    # On a thread here, the fold's segment loops run beside it; in a child process
+    # (``fold_process``), the child runs them and the webhook deliveries.
+    on_a_thread = settings.fold_in_server and not settings.fold_process
+    loops = segment_loops(settings, storage) if on_a_thread else None
+    deliveries = settings.deliver_in_server and not settings.folds_in_a_child
     return Services(
         settings=settings,
         storage=storage,
@@ -108,9 +122,9 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
         fold_lag=fold_lag,
         background=BackgroundWork(
             log,
-            fold_loops(settings, storage) if settings.fold_in_server else [],
+            _server_folds(settings, storage),
             loops,
-            delivery_loop(settings, storage) if settings.deliver_in_server else None,
+            delivery_loop(settings, storage) if deliveries else None,
         ),
         webhooks=WebhookService(storage, settings.webhooks_allow_private),
         wire_types=validator.types,

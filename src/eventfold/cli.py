@@ -186,9 +186,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if secret is not None:
         _print_first_key(secret, settings)
     print(f"listening on http://{settings.host}:{settings.port} (Ctrl+C to stop)", flush=True)
-    if settings.workers > 1 and not settings.metrics_dir:
-        # The processes add up their metrics in a shared folder (prometheus-client's
-        # multiprocess mode, which reads its own variable).
+    if (settings.workers > 1 or settings.folds_in_a_child) and not settings.metrics_dir:
+        # The processes (a fold's child too) add up their metrics in a shared folder
+        # (prometheus-client's multiprocess mode, which reads its own variable).
         settings = settings.replace(metrics_dir=tempfile.mkdtemp(prefix="eventfold-metrics-"))
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = settings.metrics_dir
     # Every server process, the workers too, builds its settings from the environment.

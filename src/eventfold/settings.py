@@ -58,6 +58,11 @@ class Settings:
     fold_threads: int = 1
     # Whether `eventfold serve` folds events into profiles itself (else run `eventfold worker`).
     fold_in_server: bool = True
+    # With the fold in the server: whether `serve` runs it (with the segments' loops and
+    # webhook deliveries) in a child `eventfold worker` process that it starts, restarts
+    # and stops, so that the fold has a core of its own; else on a thread of the server
+    # process, which also hands the fold the events it validated (no second decode).
+    fold_process: bool = True
     # Also log other libraries' INFO lines (HTTP clients, NATS), not only their warnings.
     verbose: bool = False
     # Log lines on stderr: "json" (one object a line) or "text".
@@ -147,14 +152,26 @@ class Settings:
                 f"{ENV_PREFIX}LOG_FORMAT={self.log_format!r}: use 'json' or 'text'"
             )
 
-    def export_to_environment(self) -> None:
-        """Writes the top-level settings into ``EVENTFOLD_*`` variables, so that server
-        processes started from here (uvicorn workers) build the same settings."""
-        for field in dataclasses.fields(self):
-            if field.name != "limits":
-                os.environ[ENV_PREFIX + field.name.upper()] = str(getattr(self, field.name))
+    def environment(self) -> dict[str, str]:
+        """These settings as ``EVENTFOLD_*`` variables (what ``from_env`` reads back)."""
+        found = {
+            ENV_PREFIX + field.name.upper(): str(getattr(self, field.name))
+            for field in dataclasses.fields(self)
+            if field.name != "limits"
+        }
         for field in dataclasses.fields(Limits):
-            os.environ[ENV_PREFIX + field.name.upper()] = str(getattr(self.limits, field.name))
+            found[ENV_PREFIX + field.name.upper()] = str(getattr(self.limits, field.name))
+        return found
+
+    def export_to_environment(self) -> None:
+        """Writes the settings into this process's environment, so that server processes
+        started from here (uvicorn workers) build the same settings."""
+        os.environ.update(self.environment())
+
+    @property
+    def folds_in_a_child(self) -> bool:
+        """Whether ``serve`` runs its fold in a child ``eventfold worker`` process."""
+        return self.fold_in_server and self.fold_process
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with the given (non-None) fields changed; used for command-line options."""

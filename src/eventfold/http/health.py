@@ -34,9 +34,19 @@ def _fold_loop(services: Services) -> FoldLoop | None:
 
 
 def _segments(services: Services) -> SegmentLoopsView | None:
+    """This process's segment loops; where its fold runs in a child process (which runs
+    them), that child's state with the timer's lag read from the database."""
     loops = services.background.segments
     if loops is None:
-        return None
+        child = _fold_loop(services) if services.settings.folds_in_a_child else None
+        if child is None:
+            return None
+        try:
+            lag: float | None = services.storage.segment_timer_lag(now_ms())
+        except Exception:
+            lag = None
+        shown = None if lag is None else round(lag, 3)
+        return SegmentLoopsView(child.running, child.failingForSeconds, child.lastError, shown)
     health = loops.health()
     lag = None if health.timer_lag_seconds is None else round(health.timer_lag_seconds, 3)
     return SegmentLoopsView(
@@ -55,6 +65,8 @@ async def _deliveries(services: Services) -> Deliveries:
     loop = None
     if health is not None:
         loop = DeliveryLoopHealth(health.running, round(health.failing_for(), 3), health.last_error)
+    elif services.settings.folds_in_a_child and (child := _fold_loop(services)) is not None:
+        loop = DeliveryLoopHealth(child.running, child.failingForSeconds, child.lastError)
     try:
         backlog = await run_in_threadpool(services.storage.delivery_backlog, now_ms())
     except RetryLater:

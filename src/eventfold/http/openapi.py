@@ -56,7 +56,8 @@ class FoldLoop(msgspec.Struct):
 
 
 class SegmentLoopsView(msgspec.Struct):
-    """The segments' backfill and timer of this process, where it runs them."""
+    """The segments' backfill and timer of this process, where it runs them, or of the
+    child process its fold runs in (its state, and the timer's lag from the database)."""
 
     running: bool
     failingForSeconds: float

@@ -38,9 +38,10 @@ def open_storage(
 
 
 def _handing_off(settings: Settings, storage: SqlStorage) -> SqlStorage:
-    """Where this process folds what it accepts, its appends hand the validated events
-    to its fold (``DecodedBatches``); JetStream's workers read the stream instead."""
-    if settings.fold_in_server and not settings.log_url:
+    """Where this process folds what it accepts on a thread, its appends hand the
+    validated events to its fold (``DecodedBatches``); a fold in a child process, or
+    JetStream's workers, read the log instead."""
+    if settings.fold_in_server and not settings.fold_process and not settings.log_url:
         storage.decoded_batches = DecodedBatches()
     return storage
 

@@ -1,0 +1,110 @@
+"""`eventfold serve` folds in a child `eventfold worker` process (the default,
+``fold_process``): events still become live, a killed child is started again and
+reported meanwhile, and the child does not outlive a killed server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx2
+
+from tests.servers import Served, served
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(child) for child in (task / "children").read_text().split())
+    return found
+
+
+def _fold_child(server: Served) -> int:
+    """The server's one `eventfold worker` child, once it runs."""
+    found: set[int] = set()
+
+    def one_worker() -> bool:
+        nonlocal found
+        found = {
+            pid
+            for pid in _children(server.process.pid)
+            if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        }
+        return len(found) == 1
+
+    _wait_until(one_worker, "the server to start its fold process")
+    return found.pop()
+
+
+def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def _post_and_see(server: Served, email: str) -> None:
+    headers = {"Authorization": f"Bearer {server.secret}"}
+    answer = httpx2.post(
+        f"{server.url}/api/v0/events",
+        json={"events": [{"action": "view", "email": email}]},
+        headers=headers,
+    )
+    assert answer.status_code == 202, answer.text
+
+    def live() -> bool:
+        found = httpx2.get(
+            f"{server.url}/api/v0/profiles", params={"email": email}, headers=headers
+        )
+        return found.status_code == 200
+
+    _wait_until(live, f"{email}'s event to be folded")
+
+
+def test_the_server_folds_in_a_child_that_is_restarted_when_it_dies(tmp_path: Path) -> None:
+    with served(tmp_path) as server:
+        child = _fold_child(server)
+        _post_and_see(server, "first@example.com")
+        health = httpx2.get(f"{server.url}/healthz").json()
+        assert health["fold"]["running"] is True
+        assert health["fold"]["lastError"] is None
+
+        os.kill(child, signal.SIGKILL)
+        _wait_until(
+            lambda: httpx2.get(f"{server.url}/healthz").json()["fold"]["lastError"] is not None,
+            "the server to report its fold process's exit",
+        )
+        assert (
+            "exited with code -9" in httpx2.get(f"{server.url}/healthz").json()["fold"]["lastError"]
+        )
+        replacement = _fold_child(server)
+        assert replacement != child
+        _post_and_see(server, "second@example.com")
+
+
+def test_a_killed_server_takes_its_fold_process_with_it(tmp_path: Path) -> None:
+    with served(tmp_path) as server:
+        child = _fold_child(server)
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+        _wait_until(lambda: not _alive(child), "the orphaned fold process to stop")
+
+
+def test_the_fold_on_a_thread_runs_no_child(tmp_path: Path) -> None:
+    with served(tmp_path, env={"EVENTFOLD_FOLD_PROCESS": "false"}) as server:
+        _post_and_see(server, "thread@example.com")
+        assert not any(
+            b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            for pid in _children(server.process.pid)
+        )
