@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from typing import TYPE_CHECKING
 
 from eventfold.observability import metrics
@@ -28,12 +27,6 @@ logger = logging.getLogger("eventfold.worker")
 
 FOLD_BATCH_SIZE = 2_000
 IDLE_POLL_SECONDS = 0.1
-# Fold steps start at least this far apart while events trickle in, so that each step
-# takes what came meanwhile: a step costs about a millisecond whatever it folds (its
-# commit, the log's and the segments' queries), and at 12,000 events/s steps of one
-# batch each took a fifth of the fold's CPU. The first event after a pause is folded at
-# once; under load an event waits at most this much longer.
-MIN_STEP_SECONDS = 0.05
 RETRY_SECONDS = 1.0
 MAX_FETCH_BATCHES = 200
 FETCH_BYTES = 8 * 1024 * 1024
@@ -49,13 +42,11 @@ class FoldWorker:
         store: ProfileStore,
         batch_size: int = FOLD_BATCH_SIZE,
         idle_poll_seconds: float = IDLE_POLL_SECONDS,
-        min_step_seconds: float = MIN_STEP_SECONDS,
     ) -> None:
         self._store = store
         self._fold = _fold_service(store)
         self._batch_size = batch_size
         self._idle_poll_seconds = idle_poll_seconds
-        self._min_step_seconds = min_step_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.health = FoldHealth()
@@ -65,7 +56,6 @@ class FoldWorker:
         self.health.running = True
         try:
             while not self._stop.is_set():
-                started = time.monotonic()
                 try:
                     folded = self._fold.fold_pending(self._batch_size)
                 except Exception as error:
@@ -76,7 +66,6 @@ class FoldWorker:
                 self.health.succeeded()
                 if folded < self._batch_size:
                     self._store.wait_for_events(self._idle_poll_seconds)
-                    self._stop.wait(started + self._min_step_seconds - time.monotonic())
         finally:
             self.health.running = False
 
