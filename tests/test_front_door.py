@@ -158,6 +158,25 @@ def test_the_fold_lag_is_read_once_for_many_askers_and_reused_briefly() -> None:
     asyncio.run(scenario())
 
 
+class EmptyLog:
+    async def backlog(self, now_ms: int) -> FoldLag:
+        return FoldLag(events=0, seconds=0.0)
+
+
+def test_a_reused_reading_counts_the_events_accepted_after_it() -> None:
+    clock = [100.0]
+    gauge = FoldLagGauge(EmptyLog(), max_age_seconds=0.5, monotonic=lambda: clock[0])  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        assert (await gauge.current()).events == 0
+        gauge.accepted(3)  # a batch after the reading: not folded as far as it knows
+        assert (await gauge.current()).events == 3
+        clock[0] += 0.6  # a new reading sees what the fold did with them
+        assert (await gauge.current()).events == 0
+
+    asyncio.run(scenario())
+
+
 def test_the_databases_fold_lag_is_counted_off_the_event_loop(storage: Storage) -> None:
     threads: list[int] = []
     original = storage.fold_lag

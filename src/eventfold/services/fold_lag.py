@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 
 from eventfold.clock import now_ms
@@ -71,12 +71,17 @@ class FoldLagGauge:
         self._rate: float | None = None
 
     async def current(self) -> FoldLag:
-        """The lag as read at most ``max_age_seconds`` ago; raises what the read raises."""
-        if self._last is not None and self._monotonic() - self._read_at < self._max_age_seconds:
-            return self._last
-        if self._reading is None:
-            self._reading = asyncio.create_task(self._read())
-        return await asyncio.shield(self._reading)
+        """The lag as read at most ``max_age_seconds`` ago, with the events this process
+        accepted since counted in (a reading that saw none unfolded must not say so of
+        a batch accepted after it: a fold in another process, the default, takes a few
+        milliseconds to fold it); raises what the read raises."""
+        lag = self._last
+        if lag is None or self._monotonic() - self._read_at >= self._max_age_seconds:
+            if self._reading is None:
+                self._reading = asyncio.create_task(self._read())
+            lag = await asyncio.shield(self._reading)
+        unseen = self._accepted - self._readings[-1].accepted if self._readings else 0
+        return replace(lag, events=lag.events + unseen) if unseen > 0 else lag
 
     def accepted(self, events: int) -> None:
         """Counts events this process has just stored: they are in the backlog now,
