@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from bench.processes import create_key, read_all_events
+from bench.processes import create_key, read_all_events, wait_for_fold
 
 from eventfold.client import AsyncClient, Client, ClientError, InvalidEvent, QueueFull
 from eventfold.client.core import RetryPolicy
@@ -32,7 +32,9 @@ def server(tmp_path: Path) -> Iterator[Served]:
 
 
 def stored_markers(server: Served, secret: str | None = None) -> Counter[str]:
-    """How often each event's ``n`` field is stored, read through the API."""
+    """How often each event's ``n`` field is stored, read through the API once folded
+    (the fold lists them, a few milliseconds after their 202)."""
+    wait_for_fold(server.url)
     return Counter(str(e["n"]) for e in read_all_events(server.url, secret or server.secret))
 
 

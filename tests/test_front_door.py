@@ -159,20 +159,28 @@ def test_the_fold_lag_is_read_once_for_many_askers_and_reused_briefly() -> None:
 
 
 class EmptyLog:
+    def __init__(self) -> None:
+        self.reads = 0
+
     async def backlog(self, now_ms: int) -> FoldLag:
+        self.reads += 1
         return FoldLag(events=0, seconds=0.0)
 
 
-def test_a_reused_reading_counts_the_events_accepted_after_it() -> None:
-    clock = [100.0]
-    gauge = FoldLagGauge(EmptyLog(), max_age_seconds=0.5, monotonic=lambda: clock[0])  # type: ignore[arg-type]
+def test_the_lag_is_read_again_once_this_process_accepted_events_after_the_reading() -> None:
+    log = EmptyLog()
+    gauge = FoldLagGauge(log, max_age_seconds=60)  # type: ignore[arg-type]
 
     async def scenario() -> None:
         assert (await gauge.current()).events == 0
-        gauge.accepted(3)  # a batch after the reading: not folded as far as it knows
-        assert (await gauge.current()).events == 3
-        clock[0] += 0.6  # a new reading sees what the fold did with them
         assert (await gauge.current()).events == 0
+        assert log.reads == 1  # reused
+        gauge.accepted(3)  # a batch after the reading: the reading cannot tell of it
+        assert (await gauge.current()).events == 0  # the fold took it meanwhile
+        assert log.reads == 2
+        gauge.accepted(1)
+        await gauge.outlook()  # backpressure reuses the reading, and predicts from it
+        assert log.reads == 2
 
     asyncio.run(scenario())
 

@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import pairwise
 
 from eventfold.clock import now_ms
@@ -71,17 +71,21 @@ class FoldLagGauge:
         self._rate: float | None = None
 
     async def current(self) -> FoldLag:
-        """The lag as read at most ``max_age_seconds`` ago, with the events this process
-        accepted since counted in (a reading that saw none unfolded must not say so of
-        a batch accepted after it: a fold in another process, the default, takes a few
-        milliseconds to fold it); raises what the read raises."""
-        lag = self._last
-        if lag is None or self._monotonic() - self._read_at >= self._max_age_seconds:
-            if self._reading is None:
-                self._reading = asyncio.create_task(self._read())
-            lag = await asyncio.shield(self._reading)
-        unseen = self._accepted - self._readings[-1].accepted if self._readings else 0
-        return replace(lag, events=lag.events + unseen) if unseen > 0 else lag
+        """The lag for ``/healthz``, ``/readyz`` and ``/metrics``: as read at most
+        ``max_age_seconds`` ago, or read now when this process has accepted events since
+        (a reading that saw nothing unfolded must not say so of a batch accepted after
+        it, which a fold in another process, the default, folds a few milliseconds
+        later); raises what the read raises."""
+        unseen = bool(self._readings) and self._accepted > self._readings[-1].accepted
+        return await self._read_at_most(0.0 if unseen else self._max_age_seconds)
+
+    async def _read_at_most(self, max_age_seconds: float) -> FoldLag:
+        """The lag as read at most ``max_age_seconds`` ago (one read at a time)."""
+        if self._last is not None and self._monotonic() - self._read_at < max_age_seconds:
+            return self._last
+        if self._reading is None:
+            self._reading = asyncio.create_task(self._read())
+        return await asyncio.shield(self._reading)
 
     def accepted(self, events: int) -> None:
         """Counts events this process has just stored: they are in the backlog now,
@@ -89,8 +93,10 @@ class FoldLagGauge:
         self._accepted += events
 
     async def outlook(self) -> FoldOutlook:
-        """The current lag with the predicted wait of an event accepted now."""
-        lag = await self.current()
+        """The lag as read at most ``max_age_seconds`` ago (once per request would count
+        the backlog once per batch) with the predicted wait of an event accepted now,
+        which counts in what this process accepted since the reading."""
+        lag = await self._read_at_most(self._max_age_seconds)
         return FoldOutlook(lag, self._predicted_wait(self._wall_ms() / 1000))
 
     def _predicted_wait(self, now: float) -> float | None:
