@@ -1,6 +1,6 @@
 """`eventfold serve` folds in a child `eventfold worker` process (the default,
 ``fold_process``): events still become live, a killed child is started again and
-reported meanwhile, and the child does not outlive a killed server."""
+reported meanwhile, and the child does not outlive its server, stopped or killed."""
 
 from __future__ import annotations
 
@@ -18,8 +18,18 @@ from tests.servers import Served, served
 def _children(pid: int) -> set[int]:
     found: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
-        found.update(int(child) for child in (task / "children").read_text().split())
+        try:  # the server's threads come and go
+            found.update(int(child) for child in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
     return found
+
+
+def _is_a_worker(pid: int) -> bool:
+    try:
+        return b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def _fold_child(server: Served) -> int:
@@ -28,11 +38,7 @@ def _fold_child(server: Served) -> int:
 
     def one_worker() -> bool:
         nonlocal found
-        found = {
-            pid
-            for pid in _children(server.process.pid)
-            if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
-        }
+        found = {pid for pid in _children(server.process.pid) if _is_a_worker(pid)}
         return len(found) == 1
 
     _wait_until(one_worker, "the server to start its fold process")
@@ -54,47 +60,58 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _post_and_see(server: Served, email: str) -> None:
-    headers = {"Authorization": f"Bearer {server.secret}"}
+def _post(server: Served, email: str) -> None:
     answer = httpx2.post(
         f"{server.url}/api/v0/events",
         json={"events": [{"action": "view", "email": email}]},
-        headers=headers,
+        headers={"Authorization": f"Bearer {server.secret}"},
     )
     assert answer.status_code == 202, answer.text
 
+
+def _see(server: Served, email: str) -> None:
     def live() -> bool:
         found = httpx2.get(
-            f"{server.url}/api/v0/profiles", params={"email": email}, headers=headers
+            f"{server.url}/api/v0/profiles",
+            params={"email": email},
+            headers={"Authorization": f"Bearer {server.secret}"},
         )
         return found.status_code == 200
 
     _wait_until(live, f"{email}'s event to be folded")
 
 
-def test_the_server_folds_in_a_child_that_is_restarted_when_it_dies(tmp_path: Path) -> None:
+def test_the_server_folds_in_a_child_that_is_started_again_when_it_dies(tmp_path: Path) -> None:
     with served(tmp_path) as server:
         child = _fold_child(server)
-        _post_and_see(server, "first@example.com")
+        _post(server, "first@example.com")
+        _see(server, "first@example.com")
         health = httpx2.get(f"{server.url}/healthz").json()
-        assert health["fold"]["running"] is True
-        assert health["fold"]["lastError"] is None
+        assert health["fold"] == {"running": True, "failingForSeconds": 0.0, "lastError": None}
+        assert health["segments"]["running"] is True
 
         os.kill(child, signal.SIGKILL)
         _wait_until(
             lambda: httpx2.get(f"{server.url}/healthz").json()["fold"]["lastError"] is not None,
             "the server to report its fold process's exit",
         )
-        assert (
-            "exited with code -9" in httpx2.get(f"{server.url}/healthz").json()["fold"]["lastError"]
-        )
+        health = httpx2.get(f"{server.url}/healthz").json()
+        assert "exited with code -9; starting it again in 1 s" in health["fold"]["lastError"]
+        _post(server, "meanwhile@example.com")  # accepted while no fold runs
         replacement = _fold_child(server)
         assert replacement != child
-        _post_and_see(server, "second@example.com")
+        _see(server, "meanwhile@example.com")
+        assert httpx2.get(f"{server.url}/healthz").json()["fold"]["running"] is True
 
 
-def test_a_killed_server_takes_its_fold_process_with_it(tmp_path: Path) -> None:
+def test_the_fold_process_stops_with_the_server_stopped_or_killed(tmp_path: Path) -> None:
     with served(tmp_path) as server:
+        child = _fold_child(server)
+        server.process.send_signal(signal.SIGINT)  # as Ctrl+C: an orderly stop
+        assert server.process.wait(timeout=30) == 0
+        _wait_until(lambda: not _alive(child), "the fold process to stop with the server")
+    (tmp_path / "killed").mkdir()
+    with served(tmp_path / "killed") as server:
         child = _fold_child(server)
         server.process.send_signal(signal.SIGKILL)
         server.process.wait()
@@ -103,8 +120,6 @@ def test_a_killed_server_takes_its_fold_process_with_it(tmp_path: Path) -> None:
 
 def test_the_fold_on_a_thread_runs_no_child(tmp_path: Path) -> None:
     with served(tmp_path, env={"EVENTFOLD_FOLD_PROCESS": "false"}) as server:
-        _post_and_see(server, "thread@example.com")
-        assert not any(
-            b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
-            for pid in _children(server.process.pid)
-        )
+        _post(server, "thread@example.com")
+        _see(server, "thread@example.com")
+        assert not any(_is_a_worker(pid) for pid in _children(server.process.pid))

@@ -185,6 +185,28 @@ def test_the_lag_is_read_again_once_this_process_accepted_events_after_the_readi
     asyncio.run(scenario())
 
 
+class SlowEmptyLog(EmptyLog):
+    async def backlog(self, now_ms: int) -> FoldLag:
+        self.reads += 1
+        await asyncio.sleep(0.05)
+        return FoldLag(events=0, seconds=0.0)
+
+
+def test_a_reading_begun_before_an_acceptance_does_not_answer_for_it() -> None:
+    log = SlowEmptyLog()
+    gauge = FoldLagGauge(log, max_age_seconds=60)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        backpressure = asyncio.create_task(gauge.outlook())  # its reading begins
+        await asyncio.sleep(0.01)
+        gauge.accepted(2)  # a batch answered 202 while that reading runs
+        await gauge.current()
+        await backpressure
+        assert log.reads == 2  # /healthz waited for a reading begun after the batch
+
+    asyncio.run(scenario())
+
+
 def test_the_databases_fold_lag_is_counted_off_the_event_loop(storage: Storage) -> None:
     threads: list[int] = []
     original = storage.fold_lag

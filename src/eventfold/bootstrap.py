@@ -48,15 +48,15 @@ class Services:
     segments: SegmentService
 
 
-def build_worker(settings: Settings, storage: Storage) -> BackgroundWork:
+def build_worker(settings: Settings, storage: Storage, deliveries: bool = True) -> BackgroundWork:
     """What ``eventfold worker`` runs: fold loops, from the database or the log (each
-    log fold loop connects to the log itself), the segments' loops and webhook
-    deliveries."""
+    log fold loop connects to the log itself), the segments' loops and (unless it is a
+    server's fold process) webhook deliveries."""
     return BackgroundWork(
         storage,
         fold_loops(settings, storage),
         segment_loops(settings, storage),
-        delivery_loop(settings, storage),
+        delivery_loop(settings, storage) if deliveries else None,
     )
 
 
@@ -98,11 +98,9 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
     rejections = RejectionRing()
     log = open_log(settings, storage)
     fold_lag = FoldLagGauge(log, settings.fold_lag_cache_seconds)
-    # On a thread here, the fold's segment loops run beside it; in a child process
-    # (``fold_process``), the child runs them and the webhook deliveries.
-    on_a_thread = settings.fold_in_server and not settings.fold_process
-    loops = segment_loops(settings, storage) if on_a_thread else None
-    deliveries = settings.deliver_in_server and not settings.folds_in_a_child
+    # The segments' loops run beside the fold: here with the fold on a thread, in the
+    # fold's process with the fold in a child process.
+    loops = segment_loops(settings, storage) if settings.folds_on_a_thread else None
     return Services(
         settings=settings,
         storage=storage,
@@ -124,7 +122,7 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
             log,
             _server_folds(settings, storage),
             loops,
-            delivery_loop(settings, storage) if deliveries else None,
+            delivery_loop(settings, storage) if settings.deliver_in_server else None,
         ),
         webhooks=WebhookService(storage, settings.webhooks_allow_private),
         wire_types=validator.types,

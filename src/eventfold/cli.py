@@ -88,6 +88,13 @@ def _parser() -> argparse.ArgumentParser:
         parents=[database, log],
         help="fold accepted events into profiles and deliver webhooks (foreground)",
     )
+    worker.add_argument(
+        "--fold-of",
+        type=int,
+        metavar="PID",
+        help="run as the fold of the `eventfold serve` process PID (which starts it so): "
+        "stop when that process is gone, and leave webhook deliveries to it",
+    )
     worker.set_defaults(run=_worker)
 
     migrate = commands.add_parser(
@@ -214,9 +221,12 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
     from eventfold.bootstrap import build_worker
+    from eventfold.fold_process import stop_with
 
+    if args.fold_of is not None:
+        stop_with(args.fold_of)
     with closing(open_storage(settings)) as storage:
-        work = build_worker(settings, storage)
+        work = build_worker(settings, storage, deliveries=args.fold_of is None)
         tune_for_the_fold()
         source = f" from the log {settings.log_url}" if settings.log_url else ""
         print(f"eventfold worker: folding events{source} in {settings.database_url}", flush=True)

@@ -58,10 +58,10 @@ class Settings:
     fold_threads: int = 1
     # Whether `eventfold serve` folds events into profiles itself (else run `eventfold worker`).
     fold_in_server: bool = True
-    # With the fold in the server: whether `serve` runs it (with the segments' loops and
-    # webhook deliveries) in a child `eventfold worker` process that it starts, restarts
-    # and stops, so that the fold has a core of its own; else on a thread of the server
-    # process, which also hands the fold the events it validated (no second decode).
+    # With the fold in the server: whether `serve` runs it (with the segments' loops) in
+    # a child `eventfold worker` process that it starts, restarts and stops, so that the
+    # fold has a core of its own; else on a thread of the server process, which also
+    # hands the fold the events it validated (no second decode).
     fold_process: bool = True
     # Also log other libraries' INFO lines (HTTP clients, NATS), not only their warnings.
     verbose: bool = False
@@ -152,7 +152,7 @@ class Settings:
                 f"{ENV_PREFIX}LOG_FORMAT={self.log_format!r}: use 'json' or 'text'"
             )
 
-    def environment(self) -> dict[str, str]:
+    def as_environment(self) -> dict[str, str]:
         """These settings as ``EVENTFOLD_*`` variables (what ``from_env`` reads back)."""
         found = {
             ENV_PREFIX + field.name.upper(): str(getattr(self, field.name))
@@ -166,12 +166,17 @@ class Settings:
     def export_to_environment(self) -> None:
         """Writes the settings into this process's environment, so that server processes
         started from here (uvicorn workers) build the same settings."""
-        os.environ.update(self.environment())
+        os.environ.update(self.as_environment())
 
     @property
     def folds_in_a_child(self) -> bool:
         """Whether ``serve`` runs its fold in a child ``eventfold worker`` process."""
         return self.fold_in_server and self.fold_process
+
+    @property
+    def folds_on_a_thread(self) -> bool:
+        """Whether ``serve`` runs its fold on threads of its own process."""
+        return self.fold_in_server and not self.fold_process
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with the given (non-None) fields changed; used for command-line options."""

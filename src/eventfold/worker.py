@@ -1,11 +1,13 @@
 """The fold loops: read accepted events and fold them into profiles, for ever.
 
-They run as a thread inside ``eventfold serve`` (the embedded default) or in their own
-process (``eventfold worker``). Progress commits with each fold step, so a loop can be
-stopped or killed at any moment and started again without skipping or repeating
-events. A loop never dies of an error: it logs it, reports it in its ``FoldHealth``
-(``/healthz``, ``/readyz``), waits and tries again; an event that cannot be folded is
-quarantined by ``FoldService`` so the others go on.
+They run on threads of an ``eventfold worker`` process: one that ``eventfold serve``
+starts for its fold (the default, ``fold_process.py``) or one an operator runs, or on
+threads of ``eventfold serve`` itself (``EVENTFOLD_FOLD_PROCESS=false``). Progress
+commits with each fold step, so a loop can be stopped or killed at any moment and
+started again without skipping or repeating events. A loop never dies of an error: it
+logs it, reports it in its ``FoldHealth`` (the ``/healthz`` and ``/readyz`` of a server
+it runs in), waits and tries again; an event that cannot be folded is quarantined by
+``FoldService`` so the others go on.
 """
 
 from __future__ import annotations

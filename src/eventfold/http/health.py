@@ -65,8 +65,6 @@ async def _deliveries(services: Services) -> Deliveries:
     loop = None
     if health is not None:
         loop = DeliveryLoopHealth(health.running, round(health.failing_for(), 3), health.last_error)
-    elif services.settings.folds_in_a_child and (child := _fold_loop(services)) is not None:
-        loop = DeliveryLoopHealth(child.running, child.failingForSeconds, child.lastError)
     try:
         backlog = await run_in_threadpool(services.storage.delivery_backlog, now_ms())
     except RetryLater:

@@ -48,7 +48,8 @@ class Lag(msgspec.Struct):
 
 
 class FoldLoop(msgspec.Struct):
-    """The fold loop of this process, where it runs one."""
+    """The fold loop of this process, where it runs one, or the child process its fold
+    runs in (running while the child runs)."""
 
     running: bool
     failingForSeconds: float

@@ -64,7 +64,7 @@ class BackgroundWork:
         if self.segments is not None:
             self.segments.stop()
         for fold in self._folds:
-            fold.stop()
+            await asyncio.to_thread(fold.stop)  # a fold process may take seconds to stop
         await self._log.disconnect()
 
     def delivery_health(self) -> FoldHealth | None:

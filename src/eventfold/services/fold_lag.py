@@ -2,7 +2,8 @@
 
 Ingest's backpressure and ``/healthz``, ``/readyz`` and ``/metrics`` all ask; the
 answer is read at most every ``max_age_seconds`` (one read at a time, the others wait
-for it), so a busy server does not count the backlog once per request.
+for it), so a busy server does not count the backlog once per request; the last three
+read it again when the process has accepted events since.
 
 The readings also measure how many events the fold folds per second (from the count of
 events every fold loop has folded, which the database keeps), from which ingest
@@ -76,8 +77,13 @@ class FoldLagGauge:
         (a reading that saw nothing unfolded must not say so of a batch accepted after
         it, which a fold in another process, the default, folds a few milliseconds
         later); raises what the read raises."""
-        unseen = bool(self._readings) and self._accepted > self._readings[-1].accepted
-        return await self._read_at_most(0.0 if unseen else self._max_age_seconds)
+        accepted = self._accepted
+        lag = await self._read_at_most(self._max_age_seconds)
+        # A reading (reused, or one in flight when asked) that predates acceptances: read
+        # again; each new reading counts every acceptance made before it started.
+        while self._readings and self._readings[-1].accepted < accepted:
+            lag = await self._read_at_most(0.0)
+        return lag
 
     async def _read_at_most(self, max_age_seconds: float) -> FoldLag:
         """The lag as read at most ``max_age_seconds`` ago (one read at a time)."""

@@ -41,8 +41,9 @@ def _handing_off(settings: Settings, storage: SqlStorage) -> SqlStorage:
     """Where this process folds what it accepts on a thread, its appends hand the
     validated events to its fold (``DecodedBatches``); a fold in a child process, or
     JetStream's workers, read the log instead."""
-    if settings.fold_in_server and not settings.fold_process and not settings.log_url:
+    if settings.folds_on_a_thread and not settings.log_url:
         storage.decoded_batches = DecodedBatches()
+        storage.appends_wake_the_fold = True
     return storage
 
 

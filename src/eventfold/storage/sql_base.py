@@ -56,9 +56,11 @@ class SqlBase:
         self._new_events = threading.Event()
         # Late commits (PostgreSQL) wait at most this long plus a step to be folded.
         self._fold_cursor = QueueCursor(rescan_seconds=1.0)
-        # Set where a fold runs in this process (bootstrap): appended batches are handed
-        # to it as validated.
+        # Set where the fold runs on a thread of the process that appends (open_storage):
+        # appended batches are handed to it as validated, and the appends' wake-up is
+        # all its waits need (a fold in another process watches the database instead).
         self.decoded_batches: DecodedBatches | None = None
+        self.appends_wake_the_fold = False
 
     # --- what a backend provides ----------------------------------------------------
 
