@@ -42,6 +42,7 @@ class Deployment:
     folder: Path
     nats: NatsCluster | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    server_pid: int = 0
 
     def start_workers(self, count: int) -> None:
         """``count`` more ``eventfold worker`` processes on this deployment's database (and
@@ -134,6 +135,7 @@ def deployed(
             log_url=cluster.url if cluster is not None else "",
             folder=folder,
             nats=cluster,
+            server_pid=server.pid,
         )
         stack.callback(deployment.stop_workers)
         deployment.start_workers(workers)

@@ -128,8 +128,10 @@ def append(storage: Storage, principal: Principal, events: int, people: int, see
     asyncio.run(load())
 
 
-def fold_rate(backend: str, events: int, people: int, segments: int) -> float:
-    """Events folded per second with ``segments`` segments defined (and ready)."""
+def fold_rate(backend: str, events: int, people: int, segments: int, returning: int = 0) -> float:
+    """Events folded per second with ``segments`` segments defined (and ready); with
+    ``returning``, that many events of the same people are folded first (not timed), so
+    the timed ones are mostly returning customers'."""
     with opened(backend) as storage:
         principal = principal_of(storage)
         service = SegmentService(storage)
@@ -137,8 +139,12 @@ def fold_rate(backend: str, events: int, people: int, segments: int) -> float:
             service.create(principal, msgspec.json.encode(body))
         while backfill_step(storage):
             pass
-        append(storage, principal, events, people, seed=5)
         fold = FoldService(storage)
+        if returning:
+            append(storage, principal, returning, people, seed=4)
+            while fold.fold_pending(2_000):
+                pass
+        append(storage, principal, events, people, seed=5)
         started, folded = time.perf_counter(), 0
         while got := fold.fold_pending(2_000):
             folded += got
