@@ -246,3 +246,30 @@ def test_a_schema_newer_than_the_code_is_refused(
             connection.execute("INSERT INTO schema_version VALUES (99)")
     assert main(["migrate", "--database", database_url]) == 2
     assert "schema is version 99, newer than this eventfold knows" in capsys.readouterr().err
+
+
+def test_a_fold_in_another_process_is_woken_by_an_appends_commit(postgres_url: str) -> None:
+    from bench.segments import append, principal_of
+
+    settings = Settings(database_url=postgres_url, fold_in_server=False)
+    appender, waiter = open_storage(settings), open_storage(settings)
+    try:
+        principal = principal_of(appender)
+        started = time.monotonic()
+        waiter.wait_for_events(0.3)  # nothing appended: it waits the whole timeout
+        assert time.monotonic() - started >= 0.3
+
+        def append_later() -> None:
+            time.sleep(0.2)
+            append(appender, principal, 100, 10, seed=1)
+
+        thread = threading.Thread(target=append_later)
+        thread.start()
+        started = time.monotonic()
+        waiter.wait_for_events(30)
+        waited = time.monotonic() - started
+        thread.join()
+        assert 0.15 <= waited < 10, waited  # told by NOTIFY, long before 30 s
+    finally:
+        appender.close()
+        waiter.close()

@@ -33,6 +33,8 @@ _EVENTFOLD_LOCKS = 0x6576_6E74  # "evnt"
 _FOLD_GATE = 1
 _MIGRATION_LOCK = 2
 _COPY_EVENTS = f"COPY events ({', '.join(EVENT_ROW_COLUMNS)}) FROM STDIN"
+# Appends notify this channel (at their commit); a fold in another process listens.
+_NEW_BATCHES = "eventfold_batches"
 
 
 def connect(url: str) -> psycopg.Connection[Any]:
@@ -130,6 +132,8 @@ class PostgresStorage(SqlStorage):
         # 10,470 events/s, p99 51 → 36 ms), and several fold threads fold at once.
         self._fold_sessions: dict[threading.Thread, PostgresSession] = {}
         self._fold_sessions_lock = threading.Lock()
+        self._listeners = threading.local()  # a LISTENing connection per waiting thread
+        self._all_listeners: list[psycopg.Connection[Any]] = []
 
     def _connect_reader(self) -> SqlConnection:
         return QmarkConnection(connect(self.url))
@@ -154,7 +158,36 @@ class PostgresStorage(SqlStorage):
             " VALUES (?, ?, ?, ?) RETURNING seq",
             (account_id, received_at_ms, count, record),
         ).fetchone()
+        # One notification a transaction, however many batches (PostgreSQL folds repeats).
+        connection.execute(f"NOTIFY {_NEW_BATCHES}")
         return int(row[0])
+
+    def wait_for_events(self, timeout: float) -> None:
+        """Returns once this process appends (woken at once), once another process's
+        append commits (a fold in a child process or an ``eventfold worker``: told by
+        ``NOTIFY``), or after ``timeout``."""
+        if self.appends_wake_the_fold:
+            super().wait_for_events(timeout)
+            return
+        try:
+            listener = self._listener()
+            for _ in listener.notifies(timeout=timeout, stop_after=1):
+                pass
+        except psycopg.Error:  # the connection is lost: wait as long, unwatched
+            with contextlib.suppress(Exception):
+                self._listeners.connection.close()
+            self._listeners.connection = None
+            self._new_events.wait(timeout)
+        self._new_events.clear()
+
+    def _listener(self) -> psycopg.Connection[Any]:
+        connection: psycopg.Connection[Any] | None = getattr(self._listeners, "connection", None)
+        if connection is None or connection.closed:
+            connection = self._listeners.connection = connect(self.url)
+            connection.execute(f"LISTEN {_NEW_BATCHES}")
+            with self._fold_sessions_lock:
+                self._all_listeners.append(connection)
+        return connection
 
     def _allocate_batch_seqs(self, connection: SqlConnection, count: int) -> list[int]:
         rows = connection.execute(
@@ -204,6 +237,10 @@ class PostgresStorage(SqlStorage):
             for session in self._fold_sessions.values():
                 _close_quietly(session)
             self._fold_sessions.clear()
+            for listener in self._all_listeners:
+                with contextlib.suppress(Exception):
+                    listener.close()
+            self._all_listeners.clear()
 
 
 def _close_quietly(session: PostgresSession) -> None:
