@@ -20,17 +20,9 @@ from pathlib import Path
 
 BENCH_ROOT = Path(__file__).resolve().parent.parent
 _ONE_RUN = """
-import tempfile
-from pathlib import Path
-from bench.deployments import deployed
-from bench.paced import write_bodies
-from bench.sustainable import sustainable_rate
+from bench.sustainable import fresh_search
 from bench.user_facing import FULL_USERS
-with tempfile.TemporaryDirectory() as folder:
-    bodies = write_bodies(Path(folder) / "bodies", FULL_USERS.search.bodies)
-    with deployed("sqlite", Path(folder) / "deployment", "") as deployment:
-        found = sustainable_rate(deployment, bodies, FULL_USERS.search)
-print(found["sustainable_events_per_second"])
+print(fresh_search(FULL_USERS.search)["sustainable_events_per_second"])
 """
 
 

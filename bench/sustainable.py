@@ -19,14 +19,16 @@ passing step, the closed loop included.
 
 from __future__ import annotations
 
+import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.deployments import Deployment
+from bench.deployments import Deployment, Mode, deployed
 from bench.freshness import Prober, ProbeRun, summary
-from bench.paced import EVENTS_PER_BATCH, LoadCounts, run_load
+from bench.paced import EVENTS_PER_BATCH, LoadCounts, run_load, write_bodies
 from bench.processes import wait_for_fold
 
 FRESHNESS_P99_SECONDS = 1.0
@@ -189,3 +191,20 @@ def _verdict(row: dict[str, Any]) -> str:
     if not row["passed"]:
         return "no"
     return "yes" if row.get("held", True) else "short"
+
+
+def fresh_search(
+    plan: SearchPlan,
+    mode: Mode = "sqlite",
+    postgres: str = "",
+    env: dict[str, str] | None = None,
+    prepare: Callable[[Deployment], None] | None = None,
+) -> dict[str, Any]:
+    """``sustainable_rate`` on a fresh deployment of ``mode`` (``env``: the server's
+    settings), once ``prepare`` has set it up."""
+    with tempfile.TemporaryDirectory() as folder:
+        bodies = write_bodies(Path(folder) / "bodies", plan.bodies)
+        with deployed(mode, Path(folder) / "deployment", postgres, env=env) as deployment:
+            if prepare is not None:
+                prepare(deployment)
+            return sustainable_rate(deployment, bodies, plan)

@@ -11,18 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx2
+from bench.process_cpu import children
 
 from tests.servers import Served, served
-
-
-def _children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:  # the server's threads come and go
-            found.update(int(child) for child in (task / "children").read_text().split())
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return found
 
 
 def _is_a_worker(pid: int) -> bool:
@@ -38,7 +29,7 @@ def _fold_child(server: Served) -> int:
 
     def one_worker() -> bool:
         nonlocal found
-        found = {pid for pid in _children(server.process.pid) if _is_a_worker(pid)}
+        found = {pid for pid in children(server.process.pid) if _is_a_worker(pid)}
         return len(found) == 1
 
     _wait_until(one_worker, "the server to start its fold process")
@@ -122,4 +113,4 @@ def test_the_fold_on_a_thread_runs_no_child(tmp_path: Path) -> None:
     with served(tmp_path, env={"EVENTFOLD_FOLD_PROCESS": "false"}) as server:
         _post(server, "thread@example.com")
         _see(server, "thread@example.com")
-        assert not any(_is_a_worker(pid) for pid in _children(server.process.pid))
+        assert not any(_is_a_worker(pid) for pid in children(server.process.pid))
