@@ -18,25 +18,27 @@ from eventfold.domain.languages import ISO_639_1_PATTERN
 from eventfold.domain.limits import Limits
 
 # Structs forbid unknown fields so that the fast path notices when an event carries
-# extra fields; the slower path in ``validation`` then keeps them.
+# extra fields; the slower path in ``validation`` then keeps them. A decoded body is a
+# tree (no reference cycles), so they are not tracked by the cyclic collector
+# (``gc=False``, as ``domain/profile.py`` explains).
 
 
-class StringField(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+class StringField(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     key: str
     values: list[str]
 
 
-class NumericField(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+class NumericField(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     key: str
     values: list[float]
 
 
-class DateField(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+class DateField(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     key: str
     values: list[datetime]
 
 
-class Custom(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+class Custom(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """Custom fields: three typed lists; missing and empty lists are the same."""
 
     string: list[StringField] = []
@@ -48,13 +50,13 @@ class Custom(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
-class Product(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+class Product(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     id: str | Int64
     custom: Custom | None = None
     quantity: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
 
-class Event(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+class Event(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """One custom event as a client sends it (field names as on the wire)."""
 
     action: str
@@ -68,7 +70,7 @@ class Event(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     timestamp: datetime | None = None
 
 
-class Batch(msgspec.Struct, omit_defaults=True):
+class Batch(msgspec.Struct, omit_defaults=True, gc=False):
     """The request body. Unknown top-level fields are ignored."""
 
     events: list[Event]

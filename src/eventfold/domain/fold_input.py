@@ -11,22 +11,24 @@ from typing import Any, Protocol
 import msgspec
 
 
-class FoldProduct(msgspec.Struct):
+# Decoded documents are trees (no reference cycles): untracked by the cyclic collector,
+# as ``domain/profile.py`` explains.
+class FoldProduct(msgspec.Struct, gc=False):
     id: str
 
 
-class FoldCustomField(msgspec.Struct):
+class FoldCustomField(msgspec.Struct, gc=False):
     key: str
     values: list[Any]
 
 
-class FoldCustom(msgspec.Struct):
+class FoldCustom(msgspec.Struct, gc=False):
     string: list[FoldCustomField] = []
     numeric: list[FoldCustomField] = []
     date: list[FoldCustomField] = []
 
 
-class FoldInput(msgspec.Struct):
+class FoldInput(msgspec.Struct, gc=False):
     """The parts of a stored event document that the fold reads (others are ignored)."""
 
     action: str
@@ -83,7 +85,7 @@ class FoldSource(Protocol):
     def tags(self) -> Sequence[str]: ...
 
 
-class FoldUpsert(msgspec.Struct):
+class FoldUpsert(msgspec.Struct, gc=False):
     """The parts of a stored profile upsert that the fold reads."""
 
     email: str | None = None

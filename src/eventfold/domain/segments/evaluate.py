@@ -30,7 +30,7 @@ from eventfold.domain.segments.language import (
 )
 
 
-class LeafState(msgspec.Struct, array_like=True, omit_defaults=True):
+class LeafState(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
     """What one event leaf needs of a person's events: their count and sum (all-time
     leaves), or each match's (timestamp, amount) still inside the window."""
 

@@ -49,7 +49,7 @@ from eventfold.domain.segments.language import (
 )
 
 
-class PersonLeaves(msgspec.Struct, array_like=True):
+class PersonLeaves(msgspec.Struct, array_like=True, gc=False):
     """A person's event-leaf states: ``known`` holds the (8-byte) fingerprints of the
     leaves they are complete for, sorted; ``states`` only the non-empty ones (a known
     leaf with no state has no matching event in its window)."""

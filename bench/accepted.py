@@ -1,0 +1,44 @@
+"""Issue #15's first figure alone: eventfold's accepted events/s on SQLite (100-event
+batches, 32 connections, 10 s, wrk) and ceiling (c) right after it, with the validation
+cost, in one run; ROUNDS times, alternated, so that a drifting machine shows.
+
+    python -m bench.accepted [ROUNDS]
+
+The same runs as ``python -m bench``'s throughput part (``bench.runner`` and
+``bench.ceilings``) without its other batch sizes, sweep and modes. It imports whichever
+eventfold is first on the path: ``PYTHONPATH=.:$TREE/src`` measures another tree.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.batches import batch_body
+from bench.ceilings import minimal_server_ceiling, validation_cost
+from bench.runner import FULL, Plan, run_sqlite
+
+PLAN = Plan(seconds=FULL.seconds, batch_sizes=(100,), connections=FULL.connections, sweep=())
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+    for number in range(1, rounds + 1):
+        accepted = int(run_sqlite(PLAN)["by_batch_size"][0]["events_per_second"])
+        with tempfile.TemporaryDirectory() as folder:
+            body_file = Path(folder) / "batch-100.json"
+            body_file.write_bytes(batch_body(100))
+            ceiling = minimal_server_ceiling(body_file, PLAN.connections, PLAN.seconds)
+            validation = validation_cost(body_file.read_bytes())
+        print(
+            f"round {number}: eventfold accepted {accepted:,} events/s, ceiling (c) "
+            f"{ceiling:,.0f}: {accepted / ceiling:.2f}; validation µs an event: msgspec "
+            f"decode {validation['msgspec_typed_contract_us_per_event']}, eventfold "
+            f"{validation['eventfold_validate_us_per_event']}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
