@@ -225,7 +225,7 @@ SEGMENTS = """
 
 
 # Membership changes wait in a queue with no index until the feed numbers them
-# (``sql_segments.sequence_changes`` moves them into segment_changes with their
+# (``sql_segment_feed.sequence_changes`` moves them into segment_changes with their
 # position), a row per person and fold step with their changes as MessagePack
 # ``[[segment_id, change, version], ...]``: a fold step with 50 segments made about 6
 # changes per event, and inserting each into segment_changes and its four indexes, then

@@ -199,3 +199,37 @@ def execute_values(connection: SqlConnection, sql: str, rows: Sequence[Sequence[
         chunk = rows[start : start + per_statement]
         statement = sql.format(", ".join([placeholders] * len(chunk)))
         connection.execute(statement, [value for row in chunk for value in row])
+
+
+def insert_rows(
+    connection: SqlConnection,
+    into: str,
+    types: tuple[str, ...],
+    rows: Sequence[tuple[Any, ...]],
+    suffix: str = "",
+) -> None:
+    """Inserts ``rows`` into ``into`` ("table (columns)") in one statement whose text
+    never changes. On PostgreSQL with COPY when there is no ``suffix`` (ON CONFLICT),
+    else as one binary array per column (``types`` their element types), unnested; on
+    SQLite as one prepared statement run for each row. (Measured: a fold step with 50
+    segments writes about 6 changes per event; as multi-row VALUES of a new length each
+    time PostgreSQL planned every statement anew, 0.5 ms per event; 13,000 rows took
+    about 400 ms as text arrays, 200 ms as binary ones and 100 ms with COPY.)"""
+    if not rows:
+        return
+    raw = getattr(connection, "raw", None)
+    if raw is not None and not suffix:
+        with raw.cursor().copy(f"COPY {into} FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    if getattr(connection, "takes_arrays", False):
+        # %b: psycopg's binary parameters, past the ? the shared SQL is written with.
+        arrays = ", ".join(f"%b::{kind}[]" for kind in types)
+        connection.execute(
+            f"INSERT INTO {into} SELECT * FROM unnest({arrays}){suffix}",
+            [list(column) for column in zip(*rows, strict=True)],
+        )
+        return
+    values = ", ".join("?" * len(types))
+    connection.executemany(f"INSERT INTO {into} VALUES ({values}){suffix}", rows)

@@ -1,15 +1,12 @@
 """Segments in SQL both backends speak: definitions, each person's event-leaf states and
 next change moment, members, and the change feed.
 
-The feed is in commit order: a change gets its feed position only once committed
-(``sequence_changes``, under one lock), because PostgreSQL commits sequence numbers out
-of order and a reader paging by them could step past a change that commits late.
+The change feed's queue and its sequencing are ``sql_segment_feed``'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from itertools import groupby
 from typing import Any, TypeVar
 
 import msgspec
@@ -30,8 +27,13 @@ from eventfold.storage.segment_contract import (
 from eventfold.storage.sql import SqlConnection
 from eventfold.storage.sql_base import SqlBase
 from eventfold.storage.sql_fold import FoldLocking
-from eventfold.storage.sql_profiles import select_in
-from eventfold.storage.sql_webhooks import enabled_webhooks, record_segment_change
+from eventfold.storage.sql_profiles import insert_rows, select_in
+from eventfold.storage.sql_segment_feed import (
+    FEED_COUNTER,
+    queued_changes,
+    record_changes,
+    sequence_changes,
+)
 
 T = TypeVar("T")
 # MessagePack: read and written for every person a fold step touches (JSON decoding them
@@ -44,11 +46,6 @@ _fold_input = msgspec.json.Decoder(FoldInput)
 _SEGMENT_COLUMNS = (
     "id, account_id, key, name, definition, version, status, created_at, updated_at, backfill_after"
 )
-_FEED_COUNTER = "segment_feed_position"
-_SEQUENCE_AT_ONCE = 2_000  # queue rows (a person's changes in one fold step) at once
-# A queued row's changes: [[segment_id, "entered" or "exited", version], ...].
-_queued_encoder = msgspec.msgpack.Encoder()
-_queued_decoder = msgspec.msgpack.Decoder(list[tuple[int, str, int]])
 
 
 def _segment(row: Any) -> SegmentRecord:
@@ -253,137 +250,7 @@ class SqlSegmentRecords:
             [(c.segment_id, c.profile_id, c.at_ms) for c in changes if c.change == "entered"],
             " ON CONFLICT (segment_id, profile_id) DO NOTHING",
         )
-        _record_changes(connection, changes)
-
-
-def insert_rows(
-    connection: SqlConnection,
-    into: str,
-    types: tuple[str, ...],
-    rows: Sequence[tuple[Any, ...]],
-    suffix: str = "",
-) -> None:
-    """Inserts ``rows`` into ``into`` ("table (columns)") in one statement whose text
-    never changes. On PostgreSQL with COPY when there is no ``suffix`` (ON CONFLICT),
-    else as one binary array per column (``types`` their element types), unnested; on
-    SQLite as one prepared statement run for each row. (Measured: a fold step with 50
-    segments writes about 6 changes per event; as multi-row VALUES of a new length each
-    time PostgreSQL planned every statement anew, 0.5 ms per event; 13,000 rows took
-    about 400 ms as text arrays, 200 ms as binary ones and 100 ms with COPY.)"""
-    if not rows:
-        return
-    raw = getattr(connection, "raw", None)
-    if raw is not None and not suffix:
-        with raw.cursor().copy(f"COPY {into} FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        return
-    if getattr(connection, "takes_arrays", False):
-        # %b: psycopg's binary parameters, past the ? the shared SQL is written with.
-        arrays = ", ".join(f"%b::{kind}[]" for kind in types)
-        connection.execute(
-            f"INSERT INTO {into} SELECT * FROM unnest({arrays}){suffix}",
-            [list(column) for column in zip(*rows, strict=True)],
-        )
-        return
-    values = ", ".join("?" * len(types))
-    connection.executemany(f"INSERT INTO {into} VALUES ({values}){suffix}", rows)
-
-
-def _record_changes(connection: SqlConnection, changes: Sequence[MembershipChange]) -> None:
-    """Queues the changes for the feed, a row per person, and, for accounts with
-    webhooks, queues the ``segment.entered`` / ``segment.exited`` messages they ask for
-    in this transaction (``storage/sql_webhooks.py``), each named by its change's own
-    row in the queue."""
-    if not changes:
-        return
-    if not enabled_webhooks(connection, {c.account_id for c in changes}):
-        # A person's changes come one after another: a row for each run of them.
-        encode = _queued_encoder.encode
-        rows = [
-            (*key, encode([(c.segment_id, c.change, c.version) for c in run]))
-            for key, run in groupby(changes, key=_person_of)
-        ]
-        insert_rows(
-            connection,
-            "segment_change_queue (account_id, profile_id, at, changes)",
-            ("bigint", "bigint", "bigint", "bytea"),
-            rows,
-        )
-        return
-    keys = dict(
-        select_in(
-            connection,
-            "SELECT id, key FROM segments WHERE id IN ({})",
-            (),
-            sorted({c.segment_id for c in changes}),
-        )
-    )
-    for change in changes:
-        seq = connection.execute(
-            "INSERT INTO segment_change_queue (account_id, profile_id, at, changes)"
-            " VALUES (?, ?, ?, ?) RETURNING seq",
-            (
-                change.account_id,
-                change.profile_id,
-                change.at_ms,
-                _queued_encoder.encode([(change.segment_id, change.change, change.version)]),
-            ),
-        ).fetchone()[0]
-        record_segment_change(
-            connection,
-            change.account_id,
-            change.profile_id,
-            keys[change.segment_id],
-            f"segment.{change.change}",
-            seq,
-            change.at_ms,
-        )
-
-
-def _person_of(change: MembershipChange) -> tuple[int, int, int]:
-    return change.account_id, change.profile_id, change.at_ms
-
-
-def sequence_changes(connection: SqlConnection, locking: FoldLocking) -> int:
-    """Moves the committed changes from their queue into the feed with the next feed
-    positions, in the order of their commits (one caller at a time: the counter row is
-    locked); returns how many."""
-    row = connection.execute(
-        "SELECT value FROM fold_state WHERE name = ?" + locking.lock_rows_suffix,
-        (_FEED_COUNTER,),
-    ).fetchone()
-    last = int(row[0]) if row else 0
-    queued = connection.execute(
-        "SELECT seq, account_id, profile_id, at, changes FROM segment_change_queue"
-        " ORDER BY seq LIMIT ?",
-        (_SEQUENCE_AT_ONCE,),
-    ).fetchall()
-    if not queued:
-        return 0
-    rows = [
-        (account, segment, profile, change, at, version)
-        for _, account, profile, at, found in queued
-        for segment, change, version in _queued_decoder.decode(found)
-    ]
-    insert_rows(
-        connection,
-        "segment_changes (account_id, segment_id, profile_id, change, at, version, feed_position)",
-        ("bigint", "bigint", "bigint", "text", "bigint", "bigint", "bigint"),
-        [(*change, last + index) for index, change in enumerate(rows, start=1)],
-    )
-    select_in(
-        connection,
-        "DELETE FROM segment_change_queue WHERE seq IN ({}) RETURNING seq",
-        (),
-        [entry[0] for entry in queued],
-    )
-    connection.execute(
-        "INSERT INTO fold_state (name, value) VALUES (?, ?)"
-        " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        (_FEED_COUNTER, last + len(rows)),
-    )
-    return len(rows)
+        record_changes(connection, changes)
 
 
 def erase_profile(connection: SqlConnection, profile_id: int, now_ms: int) -> None:
@@ -402,7 +269,7 @@ def erase_profile(connection: SqlConnection, profile_id: int, now_ms: int) -> No
             connection.execute(
                 "INSERT INTO segment_change_queue (account_id, profile_id, at, changes)"
                 " VALUES (?, ?, ?, ?)",
-                (account, profile_id, now_ms, _queued_encoder.encode(found)),
+                (account, profile_id, now_ms, queued_changes(found)),
             )
     connection.execute("DELETE FROM segment_members WHERE profile_id = ?", (profile_id,))
     connection.execute("DELETE FROM segment_people WHERE profile_id = ?", (profile_id,))
@@ -474,7 +341,7 @@ class SqlSegmentStore(SqlBase):
     def last_segment_change(self) -> int:
         with self._reading() as connection:
             row = connection.execute(
-                "SELECT value FROM fold_state WHERE name = ?", (_FEED_COUNTER,)
+                "SELECT value FROM fold_state WHERE name = ?", (FEED_COUNTER,)
             ).fetchone()
         return int(row[0]) if row else 0
 
