@@ -20,7 +20,9 @@ from eventfold.storage import open_storage
 from eventfold.storage.base import EventQuery, Storage
 from eventfold.storage.batch_records import SEQ_STRIDE
 from eventfold.storage.identity_keys import indexed_value
-from eventfold.storage.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, statements_of
+from eventfold.storage.migrations import statements_of
+from eventfold.storage.schema_postgres import POSTGRES_MIGRATIONS
+from eventfold.storage.schema_sqlite import SQLITE_MIGRATIONS
 
 # The schema versions just before the log (SQLite 10, PostgreSQL 8 added it).
 _BEFORE_THE_LOG = {"sqlite": 9, "postgres": 7}

@@ -17,8 +17,10 @@ from eventfold.domain.segments.program import PersonLeaves, fingerprints_of
 from eventfold.settings import Settings
 from eventfold.storage import open_storage
 from eventfold.storage.identity_keys import indexed_value
-from eventfold.storage.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, statements_of
+from eventfold.storage.migrations import statements_of
 from eventfold.storage.postgres import QmarkConnection
+from eventfold.storage.schema_postgres import POSTGRES_MIGRATIONS
+from eventfold.storage.schema_sqlite import SQLITE_MIGRATIONS
 from eventfold.storage.segment_contract import PersonVerdict
 
 # The schema versions just before the queue (SQLite 14, PostgreSQL 12 added it).

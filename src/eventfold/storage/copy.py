@@ -45,7 +45,7 @@ _HIGHEST_POSITION = (
     "SELECT max(seq) FROM (SELECT max(seq) AS seq FROM events UNION ALL SELECT max(seq)"
     " FROM batches UNION ALL SELECT max(seq) FROM quarantined_events) AS positions"
 )
-# A queued membership change's number goes on from those in the feed (migrations.py).
+# A queued membership change's number goes on from those in the feed (storage/schema_steps.py).
 _HIGHEST_CHANGE = (
     "SELECT coalesce(max(seq), 0) FROM (SELECT max(seq) AS seq FROM segment_changes"
     " UNION ALL SELECT max(seq) FROM segment_change_queue) AS numbers"

@@ -18,7 +18,9 @@ from psycopg.pq import TransactionStatus
 
 from eventfold.errors import ConfigurationError
 from eventfold.storage.group_commit import storage_unavailable
-from eventfold.storage.migrations import POSTGRES_MIGRATIONS, Statement, apply_migrations
+from eventfold.storage.migrations import apply_migrations
+from eventfold.storage.schema_postgres import POSTGRES_MIGRATIONS
+from eventfold.storage.schema_steps import Statement
 from eventfold.storage.sql import SqlConnection
 from eventfold.storage.sql_base import EVENT_ROW_COLUMNS
 from eventfold.storage.sql_fold import FoldLocking
