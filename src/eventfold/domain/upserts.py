@@ -21,7 +21,8 @@ from eventfold.domain.events import Custom, WireTypes
 MAX_PROFILES_PER_REQUEST = 1_000
 
 
-class ProfileUpsert(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+# A decoded body is a tree: untracked by the cyclic collector, as ``domain/events.py``'s.
+class ProfileUpsert(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """One person's changes as a client sends them (field names as on the wire).
 
     Unknown fields are refused, not kept: a misspelt ``addTags`` must not pass silently.
@@ -36,7 +37,7 @@ class ProfileUpsert(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     timestamp: datetime | None = None
 
 
-class ProfileUpserts(msgspec.Struct, omit_defaults=True):
+class ProfileUpserts(msgspec.Struct, omit_defaults=True, gc=False):
     """The request body. Unknown top-level fields are ignored, as for events."""
 
     profiles: list[ProfileUpsert]

@@ -24,8 +24,8 @@ LOCK_POLL_SECONDS = 0.0005
 # The write connection's page cache. SQLite's default (2 MiB) is smaller than what one
 # fold step dirties (about 2,000 profiles' rows, the events' rows and their indexes'
 # pages), so pages spilled to the WAL mid-step and were read back; measured with
-# ``bench.fold_inprocess sqlite 60000 10000``: about 10 % less CPU an event with 64 MiB.
-# It grows only as far as the writes need.
+# ``bench.fold_inprocess sqlite 40000 10000 1``: 6-10 % less CPU an event with 64 MiB
+# (docs/performance.md). It is allocated as pages are used, up to this size.
 WRITER_CACHE_KIB = 65_536
 
 
