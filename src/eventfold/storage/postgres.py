@@ -164,13 +164,9 @@ class PostgresStorage(SqlStorage):
         connection.execute(f"NOTIFY {_NEW_BATCHES}")
         return int(row[0])
 
-    def wait_for_events(self, timeout: float) -> None:
-        """Returns once this process appends (woken at once), once another process's
-        append commits (a fold in a child process or an ``eventfold worker``: told by
-        ``NOTIFY``), or after ``timeout``."""
-        if self.appends_wake_the_fold:
-            super().wait_for_events(timeout)
-            return
+    def _wait_for_commits(self, timeout: float) -> None:
+        """Another process's appends (for a fold in a child process or an ``eventfold
+        worker``) are told by ``NOTIFY`` as they commit."""
         try:
             listener = self._listener()
             for _ in listener.notifies(timeout=timeout, stop_after=1):
@@ -180,14 +176,14 @@ class PostgresStorage(SqlStorage):
                 self._listeners.connection.close()
             self._listeners.connection = None
             self._new_events.wait(timeout)
-        self._new_events.clear()
 
     def _listener(self) -> psycopg.Connection[Any]:
         connection: psycopg.Connection[Any] | None = getattr(self._listeners, "connection", None)
         if connection is None or connection.closed:
             connection = self._listeners.connection = connect(self.url)
             connection.execute(f"LISTEN {_NEW_BATCHES}")
-            with self._fold_sessions_lock:
+            with self._fold_sessions_lock:  # a lost one is closed: kept only till now
+                self._all_listeners = [c for c in self._all_listeners if not c.closed]
                 self._all_listeners.append(connection)
         return connection
 

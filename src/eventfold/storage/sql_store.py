@@ -186,8 +186,19 @@ class SqlStorage(SqlSegmentStore, SqlKeys, SqlWebhooks):
         return True
 
     def wait_for_events(self, timeout: float) -> None:
-        self._new_events.wait(timeout)
+        """Returns once this process appends (woken at once), once another process's
+        append commits (where the fold is not beside the appends: ``_wait_for_commits``),
+        or after ``timeout``."""
+        if self.appends_wake_the_fold:
+            self._new_events.wait(timeout)
+        else:
+            self._wait_for_commits(timeout)
         self._new_events.clear()
+
+    def _wait_for_commits(self, timeout: float) -> None:
+        """Waits for this process's appends or another process's commits, up to
+        ``timeout``; a backend that cannot see the others' waits for its own only."""
+        self._new_events.wait(timeout)
 
     def wake_waiters(self) -> None:
         self._new_events.set()

@@ -116,14 +116,10 @@ class SqliteStorage(SqlStorage):
     def _connect_reader(self) -> SqlConnection:
         return connect(self.path, self._busy_timeout_ms)
 
-    def wait_for_events(self, timeout: float) -> None:
-        """Returns once this process appends (woken at once), once another process
-        commits to the file (the server's appends, for a fold in a child process or an
-        ``eventfold worker``: seen within ``WAKE_POLL_SECONDS`` by ``PRAGMA
-        data_version``, which reads shared memory only), or after ``timeout``."""
-        if self.appends_wake_the_fold:
-            super().wait_for_events(timeout)
-            return
+    def _wait_for_commits(self, timeout: float) -> None:
+        """Another process's commits to the file (the server's appends, for a fold in a
+        child process or an ``eventfold worker``) are seen within ``WAKE_POLL_SECONDS``
+        by ``PRAGMA data_version``, which reads shared memory only."""
         deadline = time.monotonic() + timeout
         try:
             with self._reading() as connection:
@@ -133,7 +129,6 @@ class SqliteStorage(SqlStorage):
                         break
         except StorageUnavailable:  # the file cannot be read: wait as long, unwatched
             self._new_events.wait(max(0.0, deadline - time.monotonic()))
-        self._new_events.clear()
 
     def _append_batch(
         self,
