@@ -99,11 +99,29 @@ def read_all_events(url: str, secret: str) -> list[dict[str, Any]]:
         base_url=url, headers={"Authorization": f"Bearer {secret}"}, timeout=30
     ) as http:
         while True:
-            page = http.get("/api/v0/events", params=params).json()
+            page = _read_page(http, params)
             events += page["events"]
             if page["nextCursor"] is None:
                 return events
             params["cursor"] = page["nextCursor"]
+
+
+_READ_TRIES = 10
+
+
+def _read_page(http: httpx2.Client, params: dict[str, Any]) -> dict[str, Any]:
+    """One page of ``GET /api/v0/events``, read again after a 503 as its ``Retry-After``
+    asks (the server answers so for a moment after the database dropped its connections),
+    up to ``_READ_TRIES`` times; any other answer but 200 is an error that says itself."""
+    for attempt in range(1, _READ_TRIES + 1):
+        answer = http.get("/api/v0/events", params=params)
+        if answer.status_code != 503 or attempt == _READ_TRIES:
+            break
+        time.sleep(float(answer.headers.get("Retry-After", "1")))
+    if answer.status_code != 200:
+        raise RuntimeError(f"GET /api/v0/events answered {answer.status_code}: {answer.text}")
+    page: dict[str, Any] = answer.json()
+    return page
 
 
 class PostgresUnreachable(Exception):
