@@ -107,3 +107,49 @@ def test_disk_full_fails_the_job_with_storage_unavailable_and_the_writer_recover
     assert writer.run(insert(7)) == 7  # type: ignore[arg-type]
     writer.close()
     assert stored_values(tmp_path) == [7]
+
+
+def test_a_caller_that_stops_waiting_leaves_its_job_to_commit_and_the_writer_running(
+    tmp_path: Path,
+) -> None:
+    """A cancelled ``submit`` (a request cut short at shutdown) still commits its job,
+    and the writer goes on with the next ones (settling a cancelled caller's future
+    must not stop the writer's thread)."""
+    writer = make_writer(tmp_path)
+    release = hold_writer(writer)
+
+    async def cancel_one_then_submit() -> int:
+        waiting = asyncio.ensure_future(writer.submit(insert(1)))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)  # queued behind the held job
+        waiting.cancel()
+        release.set()
+        return await asyncio.wait_for(writer.submit(insert(2)), 10)  # type: ignore[arg-type]
+
+    assert asyncio.run(cancel_one_then_submit()) == 2
+    writer.close()
+    assert stored_values(tmp_path) == [1, 2]
+
+
+def test_submits_from_two_event_loops_are_each_answered_on_their_own_loop(
+    tmp_path: Path,
+) -> None:
+    writer = make_writer(tmp_path)
+    release = hold_writer(writer)
+    answers: dict[int, list[int]] = {}
+
+    def on_a_loop_of_its_own(base: int) -> None:
+        async def submit_some() -> list[int]:
+            jobs = (writer.submit(insert(base + v)) for v in range(5))  # type: ignore[arg-type]
+            return list(await asyncio.gather(*jobs))
+
+        answers[base] = asyncio.run(submit_some())
+
+    threads = [threading.Thread(target=on_a_loop_of_its_own, args=(b,)) for b in (0, 10)]
+    for thread in threads:
+        thread.start()
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    writer.close()
+    assert answers == {0: [0, 1, 2, 3, 4], 10: [10, 11, 12, 13, 14]}
+    assert stored_values(tmp_path) == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]

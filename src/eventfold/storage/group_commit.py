@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from eventfold.errors import Overloaded, StorageUnavailable
@@ -58,7 +58,10 @@ MAX_ROWS_PER_COMMIT = 50_000
 class _Queued:
     job: Job[Any]
     rows: int
-    future: Future[Any] = field(default_factory=Future)
+    # An awaiting caller's future is its event loop's own: the writer settles a group's
+    # futures with one wake-up of that loop (``_settle``), where a thread-safe future for
+    # each would wake it once per job.
+    future: Future[Any] | asyncio.Future[Any]
 
 
 def storage_unavailable(error: Exception) -> StorageUnavailable:
@@ -66,6 +69,21 @@ def storage_unavailable(error: Exception) -> StorageUnavailable:
     return StorageUnavailable(
         f"the event store cannot take writes right now ({error}); nothing was stored, retry later"
     )
+
+
+# A job, and what it returned or the error it failed with.
+_Outcome = tuple[_Queued, Any, BaseException | None]
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    """Hands each job's outcome to its caller (on the caller's event loop for ``submit``)."""
+    for queued, result, failure in outcomes:
+        if queued.future.done():
+            continue  # the caller stopped waiting (its task was cancelled)
+        if failure is None:
+            queued.future.set_result(result)
+        else:
+            queued.future.set_exception(failure)
 
 
 class _CommitOutcomeUnknown(Exception):
@@ -101,7 +119,9 @@ class GroupCommitWriter:
 
     async def submit(self, job: Job[T], rows: int = 1) -> T:
         """Runs ``job`` in the next group transaction; returns once it is committed."""
-        return await asyncio.wrap_future(self._enqueue(job, rows))
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._put(_Queued(job, rows, done))
+        return await done
 
     def run(self, job: Job[T], rows: int = 1) -> T:
         """The blocking form of ``submit``, for command-line use."""
@@ -121,16 +141,20 @@ class GroupCommitWriter:
         self._session.close()
 
     def _enqueue(self, job: Job[Any], rows: int) -> Future[Any]:
+        """Queues ``job`` with a future any thread can wait on."""
+        done: Future[Any] = Future()
+        self._put(_Queued(job, rows, done))
+        return done
+
+    def _put(self, queued: _Queued) -> None:
         with self._lock:
-            if self._pending_rows + rows > self._max_pending_rows and self._pending_rows:
+            if self._pending_rows + queued.rows > self._max_pending_rows and self._pending_rows:
                 raise Overloaded(
                     f"the writer has {self._pending_rows} events queued (limit "
                     f"{self._max_pending_rows}); nothing was stored, retry shortly"
                 )
-            self._pending_rows += rows
-        queued = _Queued(job, rows)
+            self._pending_rows += queued.rows
         self._queue.put(queued)
-        return queued.future
 
     def _loop(self) -> None:
         stopping = False
@@ -164,11 +188,16 @@ class GroupCommitWriter:
                 self._session.execute("ROLLBACK")
             failure = self._translate(error)
             outcomes = [(queued, None, failure) for queued in group]
-        for queued, result, job_failure in outcomes:
-            if job_failure is None:
-                queued.future.set_result(result)
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+        for outcome in outcomes:
+            future = outcome[0].future
+            if isinstance(future, asyncio.Future):
+                by_loop.setdefault(future.get_loop(), []).append(outcome)
             else:
-                queued.future.set_exception(job_failure)
+                _settle([outcome])
+        for loop, settled_there in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                loop.call_soon_threadsafe(_settle, settled_there)
 
     def _translate(self, error: Exception) -> Exception:
         if isinstance(error, _CommitOutcomeUnknown):
@@ -177,13 +206,11 @@ class GroupCommitWriter:
             return storage_unavailable(error)
         return error
 
-    def _run_in_one_transaction(
-        self, group: list[_Queued]
-    ) -> list[tuple[_Queued, Any, BaseException | None]]:
+    def _run_in_one_transaction(self, group: list[_Queued]) -> list[_Outcome]:
         session = self._session
         session.begin()
         connection = session.connection()
-        outcomes: list[tuple[_Queued, Any, BaseException | None]] = []
+        outcomes: list[_Outcome] = []
         for queued in group:
             session.execute("SAVEPOINT job")
             try:
