@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ def make_writer(tmp_path: Path, max_pending_rows: int = 1_000) -> GroupCommitWri
     return GroupCommitWriter(SqliteSession(connection), max_pending_rows)
 
 
-def insert(value: int) -> object:
+def insert(value: int) -> Callable[[sqlite3.Connection], int]:
     def job(connection: sqlite3.Connection) -> int:
         connection.execute("INSERT INTO t (v) VALUES (?)", (value,))
         return value
@@ -56,9 +57,9 @@ def test_jobs_queued_together_commit_in_one_transaction_and_a_failing_one_fails_
         connection.execute("INSERT INTO t (v) VALUES (2)")
         raise ValueError("this job is broken")
 
-    first = writer._enqueue(insert(1), 1)  # type: ignore[arg-type]
+    first = writer._enqueue(insert(1), 1)
     broken = writer._enqueue(fail, 1)
-    last = writer._enqueue(insert(3), 1)  # type: ignore[arg-type]
+    last = writer._enqueue(insert(3), 1)
     release.set()
     assert first.result(10) == 1
     assert last.result(10) == 3
@@ -73,7 +74,7 @@ def test_many_concurrent_submits_share_few_commits(tmp_path: Path) -> None:
     writer = make_writer(tmp_path)
 
     async def submit_all() -> list[int]:
-        return await asyncio.gather(*(writer.submit(insert(v)) for v in range(200)))  # type: ignore[arg-type]
+        return await asyncio.gather(*(writer.submit(insert(v)) for v in range(200)))
 
     assert asyncio.run(submit_all()) == list(range(200))
     writer.close()
@@ -84,9 +85,9 @@ def test_many_concurrent_submits_share_few_commits(tmp_path: Path) -> None:
 def test_queue_past_its_bound_is_refused_with_overloaded(tmp_path: Path) -> None:
     writer = make_writer(tmp_path, max_pending_rows=10)
     release = hold_writer(writer)
-    writer._enqueue(insert(1), 9)  # type: ignore[arg-type]
+    writer._enqueue(insert(1), 9)
     with pytest.raises(Overloaded, match="retry"):
-        writer._enqueue(insert(2), 5)  # type: ignore[arg-type]
+        writer._enqueue(insert(2), 5)
     release.set()
     writer.close()
     assert stored_values(tmp_path) == [1]
@@ -104,7 +105,7 @@ def test_disk_full_fails_the_job_with_storage_unavailable_and_the_writer_recover
     with pytest.raises(StorageUnavailable, match="full"):
         writer.run(fill)
     writer.run(lambda c: c.execute("PRAGMA max_page_count = 1000000"))
-    assert writer.run(insert(7)) == 7  # type: ignore[arg-type]
+    assert writer.run(insert(7)) == 7
     writer.close()
     assert stored_values(tmp_path) == [7]
 
@@ -119,11 +120,11 @@ def test_a_caller_that_stops_waiting_leaves_its_job_to_commit_and_the_writer_run
     release = hold_writer(writer)
 
     async def cancel_one_then_submit() -> int:
-        waiting = asyncio.ensure_future(writer.submit(insert(1)))  # type: ignore[arg-type]
+        waiting = asyncio.ensure_future(writer.submit(insert(1)))
         await asyncio.sleep(0.05)  # queued behind the held job
         waiting.cancel()
         release.set()
-        return await asyncio.wait_for(writer.submit(insert(2)), 10)  # type: ignore[arg-type]
+        return await asyncio.wait_for(writer.submit(insert(2)), 10)
 
     assert asyncio.run(cancel_one_then_submit()) == 2
     writer.close()
@@ -139,7 +140,7 @@ def test_submits_from_two_event_loops_are_each_answered_on_their_own_loop(
 
     def on_a_loop_of_its_own(base: int) -> None:
         async def submit_some() -> list[int]:
-            jobs = (writer.submit(insert(base + v)) for v in range(5))  # type: ignore[arg-type]
+            jobs = (writer.submit(insert(base + v)) for v in range(5))
             return list(await asyncio.gather(*jobs))
 
         answers[base] = asyncio.run(submit_some())
