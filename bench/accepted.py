@@ -1,6 +1,10 @@
 """Issue #15's first figure alone: eventfold's accepted events/s on SQLite (100-event
 batches, 32 connections, 10 s, wrk) and ceiling (c) right after it, with the validation
-cost, in one run; ROUNDS times, alternated, so that a drifting machine shows.
+cost, in one run; ROUNDS times, alternated, so that a drifting machine shows. With them,
+the CPU an accepted event took in the server and in the fold's process (over the load
+and the fold's catch-up): backpressure holds the accepted rate to what the fold folds,
+and the server and the fold share this machine's two cores, so two cores divided by
+their sum bounds the accepted rate however the work is scheduled.
 
     python -m bench.accepted [ROUNDS]
 
@@ -25,7 +29,9 @@ PLAN = Plan(seconds=FULL.seconds, batch_sizes=(100,), connections=FULL.connectio
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     for number in range(1, rounds + 1):
-        accepted = int(run_sqlite(PLAN)["by_batch_size"][0]["events_per_second"])
+        row = run_sqlite(PLAN)["by_batch_size"][0]
+        accepted = int(row["events_per_second"])
+        server, fold = row["server_cpu_us_per_event"], row["fold_cpu_us_per_event"]
         with tempfile.TemporaryDirectory() as folder:
             body_file = Path(folder) / "batch-100.json"
             body_file.write_bytes(batch_body(100))
@@ -35,7 +41,9 @@ def main() -> None:
             f"round {number}: eventfold accepted {accepted:,} events/s, ceiling (c) "
             f"{ceiling:,.0f}: {accepted / ceiling:.2f}; validation µs an event: msgspec "
             f"decode {validation['msgspec_typed_contract_us_per_event']}, eventfold "
-            f"{validation['eventfold_validate_us_per_event']}",
+            f"{validation['eventfold_validate_us_per_event']}; CPU µs an accepted event: "
+            f"server {server}, fold {fold}; both within two cores: at most "
+            f"{2e6 / (server + fold):,.0f} events/s",
             flush=True,
         )
 

@@ -19,20 +19,9 @@ from pathlib import Path
 
 from bench.deployments import deployed
 from bench.paced import run_load, write_bodies
-from bench.processes import process_cpu_seconds, wait_for_fold
+from bench.processes import children, process_cpu_seconds, wait_for_fold
 
 SECONDS = 12.0
-
-
-def children(pid: int) -> set[int]:
-    """The processes ``pid`` started that still run."""
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found.update(int(child) for child in (task / "children").read_text().split())
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return found
 
 
 def main() -> None:

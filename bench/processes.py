@@ -91,6 +91,25 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children(pid: int) -> set[int]:
+    """The processes ``pid`` started that still run."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found.update(int(child) for child in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
+def server_and_fold_cpu_seconds(server_pid: int) -> tuple[float, float]:
+    """CPU seconds used so far by the server process and by the processes it started
+    (the fold's child process, by default)."""
+    return process_cpu_seconds(server_pid), sum(
+        process_cpu_seconds(child) for child in children(server_pid)
+    )
+
+
 def read_all_events(url: str, secret: str) -> list[dict[str, Any]]:
     """Every event of the key's account, read back through the paged API."""
     events: list[dict[str, Any]] = []

@@ -19,6 +19,7 @@ from bench.processes import (
     free_port,
     fresh_postgres_database,
     peak_rss_mb,
+    server_and_fold_cpu_seconds,
     start_server,
     wait_for_fold,
 )
@@ -52,10 +53,16 @@ def run_mode(
     try:
         by_size = []
         for size in plan.batch_sizes:
+            cpu_before = server_and_fold_cpu_seconds(server.pid)
             result = run_wrk(
                 f"{url}/api/v0/events", bodies[size], secret, plan.connections, plan.seconds
             )
-            by_size.append(_row(result, size, catch_up=wait_for_fold(url)))
+            row = _row(result, size, catch_up=wait_for_fold(url))
+            accepted = (result.requests - result.failed) * size
+            row.update(
+                _cpu_per_event(cpu_before, server_and_fold_cpu_seconds(server.pid), accepted)
+            )
+            by_size.append(row)
         sweep = []
         for connections in plan.sweep:
             freshness: list[float] = []
@@ -77,6 +84,18 @@ def run_mode(
 
 def _probe_into(samples: list[float], url: str, secret: str, seconds: float) -> None:
     samples.extend(probe(url, secret, seconds))
+
+
+def _cpu_per_event(
+    before: tuple[float, float], after: tuple[float, float], events: int
+) -> dict[str, float]:
+    """CPU µs an accepted event took in the server and in its fold's process, over the
+    load and the fold's catch-up after it: on this machine's two cores, what bounds the
+    accepted rate once backpressure holds it to the fold's (docs/performance.md)."""
+    if not events:
+        return {}
+    server, fold = ((b - a) / events * 1e6 for a, b in zip(before, after, strict=True))
+    return {"server_cpu_us_per_event": round(server, 1), "fold_cpu_us_per_event": round(fold, 1)}
 
 
 def _row(result: LoadResult, size: int, catch_up: float) -> dict[str, Any]:

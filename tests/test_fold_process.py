@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx2
-from bench.process_cpu import children
+from bench.processes import children
 
 from tests.servers import Served, served
 
