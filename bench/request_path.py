@@ -40,9 +40,10 @@ EVENTS = 100
 SKIPPABLE = ("validation", "append")
 
 
-def path_cost(folder: Path, skip: tuple[str, ...]) -> float:
-    """CPU µs an event for REQUESTS_EACH requests from each of CONCURRENT clients, after a
-    warm-up, with the parts in ``skip`` left out."""
+def path_cost(folder: Path, skip: tuple[str, ...], requests_each: int = REQUESTS_EACH) -> float:
+    """CPU µs an event for ``requests_each`` requests from each of CONCURRENT clients,
+    after a warm-up, with the parts in ``skip`` left out; raises unless every request
+    was answered 202."""
     settings = Settings(
         database_url=f"sqlite:///{folder / 'requests.db'}",
         fold_in_server=False,
@@ -72,13 +73,16 @@ def path_cost(folder: Path, skip: tuple[str, ...]) -> float:
         (b"content-length", str(len(body)).encode()),
     ]
     try:
-        return uvloop.run(_load(app, headers, body))
+        return uvloop.run(_load(app, headers, body, requests_each))
     finally:
         services.storage.close()
 
 
 async def _load(
-    app: Callable[..., Awaitable[None]], headers: list[tuple[bytes, bytes]], body: bytes
+    app: Callable[..., Awaitable[None]],
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    requests_each: int,
 ) -> float:
     async def post() -> None:
         delivered = False
@@ -119,10 +123,10 @@ async def _load(
         for _ in range(requests):
             await post()
 
-    await asyncio.gather(*(client(REQUESTS_EACH // 4) for _ in range(CONCURRENT)))  # warm-up
+    await asyncio.gather(*(client(requests_each // 4) for _ in range(CONCURRENT)))  # warm-up
     started = time.process_time()
-    await asyncio.gather(*(client(REQUESTS_EACH) for _ in range(CONCURRENT)))
-    return (time.process_time() - started) / (CONCURRENT * REQUESTS_EACH * EVENTS) * 1e6
+    await asyncio.gather(*(client(requests_each) for _ in range(CONCURRENT)))
+    return (time.process_time() - started) / (CONCURRENT * requests_each * EVENTS) * 1e6
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from bench.minimal_server import INVALID_EVENTS, self_check
+from bench.request_path import SKIPPABLE, path_cost
 
 
 @pytest.mark.slow
@@ -29,6 +30,10 @@ def test_benchmark_quick_run_writes_figures(tmp_path: Path) -> None:
     assert all(row["events_per_second"] > 0 for row in rows), rows
     assert all(row["failed"] == row["refused"] for row in rows), rows
     assert figures["sqlite"]["server_peak_rss_mb"] > 0
+    # The CPU an accepted event took in the server and in the fold's child process.
+    by_size = figures["sqlite"]["by_batch_size"]
+    assert all(row["server_cpu_us_per_event"] > 0 for row in by_size), by_size
+    assert all(row["fold_cpu_us_per_event"] > 0 for row in by_size), by_size
     assert figures["ceilings"]["ratio_to_lower_ceiling"] > 0
     assert figures["ceilings"]["minimal_server_events_per_second"] > 0
     assert figures["ceilings"]["accepted_ratio_to_minimal_server"] > 0
@@ -81,3 +86,11 @@ def test_the_export_benchmark_streams_every_profile_from_a_server_process() -> N
     run = json.loads(result.stdout.splitlines()[0])
     assert run["exported"] == run["profiles"] == 3000
     assert run["peak_rss_mb"] >= run["idle_rss_mb"] > 0
+
+
+@pytest.mark.parametrize("skip", [(), ("validation",), ("append",), SKIPPABLE])
+def test_request_path_benchmark_measures_every_variant(
+    tmp_path: Path, skip: tuple[str, ...]
+) -> None:
+    # path_cost raises unless every request was answered 202.
+    assert path_cost(tmp_path, skip, requests_each=4) > 0
