@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -113,44 +114,93 @@ def test_disk_full_fails_the_job_with_storage_unavailable_and_the_writer_recover
 def test_a_caller_that_stops_waiting_leaves_its_job_to_commit_and_the_writer_running(
     tmp_path: Path,
 ) -> None:
-    """A cancelled ``submit`` (a request cut short at shutdown) still commits its job,
-    and the writer goes on with the next ones (settling a cancelled caller's future
-    must not stop the writer's thread)."""
+    """A cancelled ``submit`` (a request cut short) still commits its job, and the
+    caller queued after it in the same group is answered (settling a cancelled caller's
+    future must neither stop the writer's thread nor skip the others)."""
     writer = make_writer(tmp_path)
     release = hold_writer(writer)
 
-    async def cancel_one_then_submit() -> int:
+    async def cancel_one() -> int:
         waiting = asyncio.ensure_future(writer.submit(insert(1)))
-        await asyncio.sleep(0.05)  # queued behind the held job
+        following = asyncio.ensure_future(writer.submit(insert(2)))
+        while writer._pending_rows < 3:  # both queued behind the held job
+            await asyncio.sleep(0.01)
         waiting.cancel()
+        await asyncio.sleep(0)
         release.set()
-        return await asyncio.wait_for(writer.submit(insert(2)), 10)
+        return await asyncio.wait_for(following, 10)
 
-    assert asyncio.run(cancel_one_then_submit()) == 2
+    assert asyncio.run(cancel_one()) == 2
     writer.close()
+    assert writer.commits == 2  # the holding job, then both queued ones together
     assert stored_values(tmp_path) == [1, 2]
 
 
-def test_submits_from_two_event_loops_are_each_answered_on_their_own_loop(
-    tmp_path: Path,
-) -> None:
+def test_submits_from_two_event_loops_in_one_group_are_each_answered(tmp_path: Path) -> None:
     writer = make_writer(tmp_path)
     release = hold_writer(writer)
     answers: dict[int, list[int]] = {}
 
     def on_a_loop_of_its_own(base: int) -> None:
         async def submit_some() -> list[int]:
-            jobs = (writer.submit(insert(base + v)) for v in range(5))
-            return list(await asyncio.gather(*jobs))
+            return list(await asyncio.gather(*(writer.submit(insert(base + v)) for v in range(5))))
 
         answers[base] = asyncio.run(submit_some())
 
-    threads = [threading.Thread(target=on_a_loop_of_its_own, args=(b,)) for b in (0, 10)]
+    threads = [
+        threading.Thread(target=on_a_loop_of_its_own, args=(base,), daemon=True) for base in (0, 10)
+    ]
     for thread in threads:
         thread.start()
+    deadline = time.monotonic() + 10
+    while writer._pending_rows < 11 and time.monotonic() < deadline:  # the held job and ten
+        time.sleep(0.01)
     release.set()
     for thread in threads:
         thread.join(10)
+        assert not thread.is_alive()
     writer.close()
+    assert writer.commits == 2
     assert answers == {0: [0, 1, 2, 3, 4], 10: [10, 11, 12, 13, 14]}
     assert stored_values(tmp_path) == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
+
+
+def test_a_job_raising_stop_iteration_fails_alone_and_its_group_is_answered(
+    tmp_path: Path,
+) -> None:
+    """An asyncio future refuses StopIteration as an exception: the writer hands the
+    caller a RuntimeError instead, and the others in the group still get theirs."""
+    writer = make_writer(tmp_path)
+    release = hold_writer(writer)
+
+    def exhausted(connection: sqlite3.Connection) -> int:
+        return next(iter([]))
+
+    async def submit_both() -> list[object]:
+        jobs = [writer.submit(exhausted), writer.submit(insert(5))]
+        tasks = [asyncio.ensure_future(job) for job in jobs]
+        while writer._pending_rows < 3:
+            await asyncio.sleep(0.01)
+        release.set()
+        return list(await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10))
+
+    failed, stored = asyncio.run(submit_both())
+    assert isinstance(failed, RuntimeError)
+    assert "StopIteration" in str(failed)
+    assert stored == 5
+    writer.close()
+    assert stored_values(tmp_path) == [5]
+
+
+def test_a_failing_metric_leaves_a_committed_group_reported_as_committed(tmp_path: Path) -> None:
+    connection = connect(tmp_path / "w.db")
+    connection.execute("CREATE TABLE t (v INTEGER NOT NULL)")
+
+    def broken_metric(jobs: int, seconds: float) -> None:
+        raise ValueError("the metrics registry is broken")
+
+    writer = GroupCommitWriter(SqliteSession(connection), 1_000, on_commit=broken_metric)
+    assert writer.run(insert(4)) == 4
+    assert writer.run(insert(6)) == 6  # and the writer goes on
+    writer.close()
+    assert stored_values(tmp_path) == [4, 6]

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from eventfold.errors import Overloaded, StorageUnavailable
 
+logger = logging.getLogger("eventfold.storage")
 T = TypeVar("T")
 Job = Callable[[Any], T]  # runs on the backend's connection, inside the group transaction
 
@@ -71,19 +73,31 @@ def storage_unavailable(error: Exception) -> StorageUnavailable:
     )
 
 
-# A job, and what it returned or the error it failed with.
-_Outcome = tuple[_Queued, Any, BaseException | None]
+class _Outcome(NamedTuple):
+    """A job, and what it returned or the error it failed with."""
+
+    queued: _Queued
+    result: Any
+    failure: BaseException | None
 
 
 def _settle(outcomes: list[_Outcome]) -> None:
-    """Hands each job's outcome to its caller (on the caller's event loop for ``submit``)."""
+    """Hands each job's outcome to its caller (on the caller's event loop for ``submit``);
+    a caller that stopped waiting (its task cancelled) is skipped, and one outcome that
+    cannot be handed over never keeps the others from theirs."""
     for queued, result, failure in outcomes:
-        if queued.future.done():
-            continue  # the caller stopped waiting (its task was cancelled)
-        if failure is None:
-            queued.future.set_result(result)
-        else:
-            queued.future.set_exception(failure)
+        future = queued.future
+        try:
+            if future.done():
+                continue
+            if failure is None:
+                future.set_result(result)
+            else:
+                future.set_exception(failure)
+        except InvalidStateError:
+            continue  # a blocking caller's future, cancelled since done() said no
+        except Exception:
+            logger.exception("a write's outcome could not be handed to its caller")
 
 
 class _CommitOutcomeUnknown(Exception):
@@ -118,7 +132,8 @@ class GroupCommitWriter:
         self._thread.start()
 
     async def submit(self, job: Job[T], rows: int = 1) -> T:
-        """Runs ``job`` in the next group transaction; returns once it is committed."""
+        """Runs ``job`` in the next group transaction; returns once it is committed. A
+        caller that stops waiting (its task cancelled) leaves the job to commit."""
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._put(_Queued(job, rows, done))
         return await done
@@ -173,24 +188,45 @@ class GroupCommitWriter:
                     break
                 group.append(queued)
                 rows += queued.rows
-            self._commit(group)
-            with self._lock:
-                self._pending_rows -= rows
+            try:
+                self._hand_over(self._commit(group))
+            except Exception as error:  # a fault of the writer's own: fail the group, go on
+                logger.exception("the writer failed a group of %d jobs", len(group))
+                self._hand_over([_Outcome(queued, None, error) for queued in group])
+            finally:
+                with self._lock:
+                    self._pending_rows -= rows
 
-    def _commit(self, group: list[_Queued]) -> None:
+    def _commit(self, group: list[_Queued]) -> list[_Outcome]:
         started = time.perf_counter()
         try:
             outcomes = self._run_in_one_transaction(group)
-            if self._on_commit is not None:
-                self._on_commit(len(group), time.perf_counter() - started)
         except Exception as error:
+            self._roll_back()
+            failure = self._translate(error)
+            return [_Outcome(queued, None, failure) for queued in group]
+        if self._on_commit is not None:
+            try:
+                self._on_commit(len(group), time.perf_counter() - started)
+            except Exception:  # the group is committed whatever a metric says
+                logger.exception("recording a commit failed")
+        return outcomes
+
+    def _roll_back(self) -> None:
+        """Rolls back a failed group's transaction, if the database has not already."""
+        try:
             if self._session.in_transaction():
                 self._session.execute("ROLLBACK")
-            failure = self._translate(error)
-            outcomes = [(queued, None, failure) for queued in group]
+        except self._session.storage_errors as error:  # a lost connection: nothing to undo
+            logger.warning("rolling back a failed group failed: %s", error)
+
+    @staticmethod
+    def _hand_over(outcomes: list[_Outcome]) -> None:
+        """Settles blocking callers' futures here, and each event loop's callers' with
+        one wake-up of that loop."""
         by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         for outcome in outcomes:
-            future = outcome[0].future
+            future = outcome.queued.future
             if isinstance(future, asyncio.Future):
                 by_loop.setdefault(future.get_loop(), []).append(outcome)
             else:
@@ -204,6 +240,10 @@ class GroupCommitWriter:
             return _outcome_unknown(error.__cause__ or error)
         if isinstance(error, self._session.storage_errors):
             return storage_unavailable(error)
+        if isinstance(error, StopIteration):  # an asyncio future refuses to carry one
+            failure = RuntimeError(f"a write job raised StopIteration: {error!r}")
+            failure.__cause__ = error
+            return failure
         return error
 
     def _run_in_one_transaction(self, group: list[_Queued]) -> list[_Outcome]:
@@ -214,12 +254,12 @@ class GroupCommitWriter:
         for queued in group:
             session.execute("SAVEPOINT job")
             try:
-                outcomes.append((queued, queued.job(connection), None))
+                outcomes.append(_Outcome(queued, queued.job(connection), None))
             except Exception as error:
                 if not session.in_transaction():
                     raise  # the database rolled back the whole group (disk full, I/O error)
                 session.execute("ROLLBACK TO SAVEPOINT job")
-                outcomes.append((queued, None, self._translate(error)))
+                outcomes.append(_Outcome(queued, None, self._translate(error)))
             session.execute("RELEASE SAVEPOINT job")
         try:
             session.execute("COMMIT")
