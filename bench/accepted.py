@@ -4,7 +4,8 @@ cost, in one run; ROUNDS times, alternated, so that a drifting machine shows. Wi
 the CPU an accepted event took in the server and in the fold's process (over the load
 and the fold's catch-up): backpressure holds the accepted rate to what the fold folds,
 and the server and the fold share this machine's two cores, so two cores divided by
-their sum bounds the accepted rate however the work is scheduled.
+their sum bounds the accepted rate in a steady state (over a short run the backlog
+backpressure allows, 3 s of the fold's work, may add to it).
 
     python -m bench.accepted [ROUNDS]
 
@@ -41,11 +42,18 @@ def main() -> None:
             f"round {number}: eventfold accepted {accepted:,} events/s, ceiling (c) "
             f"{ceiling:,.0f}: {accepted / ceiling:.2f}; validation µs an event: msgspec "
             f"decode {validation['msgspec_typed_contract_us_per_event']}, eventfold "
-            f"{validation['eventfold_validate_us_per_event']}; CPU µs an accepted event: "
-            f"server {server}, fold {fold}; both within two cores: at most "
-            f"{2e6 / (server + fold):,.0f} events/s",
+            f"{validation['eventfold_validate_us_per_event']}; {_cpu(server, fold)}",
             flush=True,
         )
+
+
+def _cpu(server: float | None, fold: float | None) -> str:
+    if server is None or fold is None:
+        return "nothing accepted, so no CPU an event"
+    return (
+        f"CPU µs an accepted event: server {server}, fold {fold}; in a steady state two "
+        f"cores take at most {2e6 / (server + fold):,.0f} events/s through both"
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,12 @@ class LoadResult:
     refused: int = 0  # of the failed: 503 answers (the server asks to retry later)
 
     @property
+    def accepted_requests(self) -> int:
+        return self.requests - self.failed
+
+    @property
     def accepted_per_second(self) -> float:
-        return (self.requests - self.failed) / self.seconds
+        return self.accepted_requests / self.seconds
 
 
 def wrk_path() -> str:

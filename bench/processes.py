@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -104,10 +105,27 @@ def children(pid: int) -> set[int]:
 
 def server_and_fold_cpu_seconds(server_pid: int) -> tuple[float, float]:
     """CPU seconds used so far by the server process and by the processes it started
-    (the fold's child process, by default)."""
-    return process_cpu_seconds(server_pid), sum(
-        process_cpu_seconds(child) for child in children(server_pid)
-    )
+    (the fold's child process, by default; one that exits meanwhile is not counted)."""
+    fold = 0.0
+    for child in children(server_pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            fold += process_cpu_seconds(child)
+    return process_cpu_seconds(server_pid), fold
+
+
+def wait_until_started(server_pid: int, timeout: float = 30) -> None:
+    """Waits until the server and the processes it started (its fold's, started before
+    the server listens) have settled, under a tenth of a core over half a second, so
+    that their start-up is not counted as work."""
+    deadline = time.monotonic() + timeout
+    before = sum(server_and_fold_cpu_seconds(server_pid))
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = sum(server_and_fold_cpu_seconds(server_pid))
+        if now - before < 0.05:
+            return
+        before = now
+    raise RuntimeError(f"the server (pid {server_pid}) and its fold did not settle")
 
 
 def read_all_events(url: str, secret: str) -> list[dict[str, Any]]:

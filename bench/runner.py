@@ -22,6 +22,7 @@ from bench.processes import (
     server_and_fold_cpu_seconds,
     start_server,
     wait_for_fold,
+    wait_until_started,
 )
 
 
@@ -52,6 +53,7 @@ def run_mode(
         bodies[size].write_bytes(batch_body(size))
     try:
         by_size = []
+        wait_until_started(server.pid)
         for size in plan.batch_sizes:
             cpu_before = server_and_fold_cpu_seconds(server.pid)
             result = run_wrk(
@@ -88,14 +90,17 @@ def _probe_into(samples: list[float], url: str, secret: str, seconds: float) -> 
 
 def _cpu_per_event(
     before: tuple[float, float], after: tuple[float, float], events: int
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """CPU µs an accepted event took in the server and in its fold's process, over the
-    load and the fold's catch-up after it: on this machine's two cores, what bounds the
-    accepted rate once backpressure holds it to the fold's (docs/performance.md)."""
+    load and the fold's catch-up after it (None when nothing was accepted): what the
+    accepted rate costs this machine's two cores (docs/performance.md)."""
+    (server_before, fold_before), (server_after, fold_after) = before, after
     if not events:
-        return {}
-    server, fold = ((b - a) / events * 1e6 for a, b in zip(before, after, strict=True))
-    return {"server_cpu_us_per_event": round(server, 1), "fold_cpu_us_per_event": round(fold, 1)}
+        return {"server_cpu_us_per_event": None, "fold_cpu_us_per_event": None}
+    return {
+        "server_cpu_us_per_event": round((server_after - server_before) / events * 1e6, 1),
+        "fold_cpu_us_per_event": round((fold_after - fold_before) / events * 1e6, 1),
+    }
 
 
 def _row(result: LoadResult, size: int, catch_up: float) -> dict[str, Any]:
