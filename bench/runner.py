@@ -60,10 +60,8 @@ def run_mode(
                 f"{url}/api/v0/events", bodies[size], secret, plan.connections, plan.seconds
             )
             row = _row(result, size, catch_up=wait_for_fold(url))
-            accepted = (result.requests - result.failed) * size
-            row.update(
-                _cpu_per_event(cpu_before, server_and_fold_cpu_seconds(server.pid), accepted)
-            )
+            cpu_after = server_and_fold_cpu_seconds(server.pid)
+            row.update(_cpu_per_event(cpu_before, cpu_after, result.accepted_requests * size))
             by_size.append(row)
         sweep = []
         for connections in plan.sweep:
