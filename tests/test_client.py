@@ -4,6 +4,7 @@ through 503 and 429 periods, bounded buffers, and flushing at exit."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import sqlite3
 import subprocess
 import sys
@@ -186,3 +187,73 @@ def test_async_client_reports_dropped_events(server: Served) -> None:
     asyncio.run(scenario())
     assert len(dropped) == 18
     assert sum(stored_markers(server).values()) == 2
+
+
+class _MangledAnswers(http.server.BaseHTTPRequestHandler):
+    """Answers every POST 202 with a body that says gzip and is not (as a broken proxy
+    might): the client cannot read the answer."""
+
+    posts = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).posts += 1
+        self.send_response(202)
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", "13")
+        self.end_headers()
+        self.wfile.write(b"this is plain")
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def mangling_server() -> Iterator[str]:
+    _MangledAnswers.posts = 0
+    listener = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MangledAnswers)
+    thread = threading.Thread(target=listener.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.server_address[1]}"
+    listener.shutdown()
+    listener.server_close()
+
+
+def test_an_unreadable_answer_is_retried_then_reported_and_the_sender_goes_on(
+    mangling_server: str,
+) -> None:
+    failures: list[tuple[int, Exception]] = []
+    retry = RetryPolicy(max_retries=2, base_seconds=0.01, cap_seconds=0.02)
+    with Client(
+        mangling_server,
+        "efsk_any",
+        retry=retry,
+        on_error=lambda events, error: failures.append((len(events), error)),
+    ) as client:
+        client.track("view", email="a@b.co")
+        assert client.flush(timeout=10)
+        client.track("view", email="c@d.co")  # the sender's thread is still there
+        assert client.flush(timeout=10)
+    assert [count for count, _ in failures] == [1, 1]
+    assert all(isinstance(error, httpx2.DecodingError) for _, error in failures)
+    assert _MangledAnswers.posts == 6  # each batch: the first try and two retries
+
+
+def test_the_async_client_reports_an_unreadable_answer_and_goes_on(mangling_server: str) -> None:
+    failures: list[Exception] = []
+
+    async def send_two() -> None:
+        async with AsyncClient(
+            mangling_server,
+            "efsk_any",
+            retry=RetryPolicy(max_retries=1, base_seconds=0.01, cap_seconds=0.02),
+            on_error=lambda events, error: failures.append(error),
+        ) as client:
+            await client.track("view", email="a@b.co")
+            await asyncio.wait_for(client.flush(), 10)
+            await client.track("view", email="c@d.co")
+            await asyncio.wait_for(client.flush(), 10)
+
+    asyncio.run(send_two())
+    assert len(failures) == 2
+    assert all(isinstance(error, httpx2.DecodingError) for error in failures)

@@ -155,7 +155,7 @@ class AsyncClient(ClientOptions):
         timestamp: datetime | str | None = None,
     ) -> None:
         """As ``Client.upsert_profile``: sets one person's custom fields and tags now,
-        with retries; InvalidProfile, ClientError or httpx2.TransportError otherwise."""
+        with retries; InvalidProfile, ClientError or an httpx2.RequestError otherwise."""
         body = build_upsert(
             email, phone_number, profile_id, custom, add_tags, remove_tags, timestamp
         )
@@ -219,8 +219,13 @@ class AsyncClient(ClientOptions):
                 response = await self._http.post(
                     path, content=body, headers=headers(self._secret_key, key)
                 )
-            except httpx2.TransportError as error:
+            except httpx2.RequestError as error:
+                # No answer, or one that could not be read (a body a proxy mangled):
+                # tried again, under the same Idempotency-Key, so stored at most once.
                 failure = error
+            except Exception as error:  # e.g. an invalid URL: no retry can mend it
+                failure = error
+                break
             else:
                 again, refusal, wait = judge(
                     response.status_code, response.headers.get("retry-after"), response.content

@@ -176,7 +176,7 @@ class Client(ClientOptions):
         ``timestamp`` the changes are stamped now. Raises InvalidProfile at once for
         changes the server would reject; retries as batches are retried (one
         Idempotency-Key, so never applied twice), then raises the last failure
-        (ClientError, or httpx2.TransportError). Returns once the server accepted."""
+        (ClientError, or an httpx2.RequestError). Returns once the server accepted."""
         body = build_upsert(
             email, phone_number, profile_id, custom, add_tags, remove_tags, timestamp
         )
@@ -234,8 +234,13 @@ class Client(ClientOptions):
                 response = self._http.post(
                     path, content=body, headers=headers(self._secret_key, key)
                 )
-            except httpx2.TransportError as error:
+            except httpx2.RequestError as error:
+                # No answer, or one that could not be read (a body a proxy mangled):
+                # tried again, under the same Idempotency-Key, so stored at most once.
                 failure = error
+            except Exception as error:  # e.g. an invalid URL: no retry can mend it
+                failure = error
+                break
             else:
                 again, refusal, wait = judge(
                     response.status_code, response.headers.get("retry-after"), response.content
