@@ -4,6 +4,7 @@ error, everything else folds on, and an operator can retry it once the cause is 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from starlette.testclient import TestClient
 
 from eventfold.cli import main
 from eventfold.clock import now_ms
+from eventfold.domain.keys import hash_secret
 from eventfold.domain.limits import Limits
 from eventfold.domain.validation import BatchValidator
 from eventfold.errors import StorageUnavailable
@@ -23,6 +25,7 @@ from eventfold.settings import Settings
 from eventfold.storage import open_storage
 from eventfold.storage.base import EventQuery, FoldStep, Storage
 from eventfold.storage.sqlite import SqliteStorage
+from eventfold.worker import FoldWorker
 from tests.conftest import auth, post_events, wait_for_fold
 from tests.databases import fresh_database
 
@@ -206,3 +209,41 @@ def test_a_batch_another_fold_holds_is_neither_split_nor_set_aside(tmp_path: Pat
             assert FoldService(storage).fold_pending(10) == 2
         finally:
             storage.close()
+
+
+class UnreadableWhileIdle(SqliteStorage):
+    """Its idle wait fails twice as a file that cannot be read fails (not a locked one,
+    which the wait already rides out)."""
+
+    failures = 2
+
+    def wait_for_events(self, timeout: float) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise sqlite3.DatabaseError("file is not a database")
+        super().wait_for_events(timeout)
+
+
+def test_a_failing_idle_wait_is_retried_and_the_fold_loop_goes_on(tmp_path: Path) -> None:
+    store = UnreadableWhileIdle(tmp_path / "idle.db")
+    worker = FoldWorker(store, idle_poll_seconds=0.01)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while store.failures and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert store.failures == 0
+        secret = store.create_key("idle", now_ms())[1]
+        principal = store.find_key(hash_secret(secret))
+        assert principal is not None
+        events = BatchValidator(Limits()).validate(
+            b'{"events": [{"action": "view", "email": "a@b.co"}]}', now_ms()
+        )
+        asyncio.run(store.append(principal.account_id, now_ms(), events))
+        while store.pending_batches(1) and time.monotonic() < deadline + 10:
+            time.sleep(0.01)
+        assert store.pending_batches(1) == []  # folded by the loop that met the failures
+        assert worker.health.running
+    finally:
+        worker.stop()
+        store.close()

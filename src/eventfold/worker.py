@@ -60,14 +60,15 @@ class FoldWorker:
             while not self._stop.is_set():
                 try:
                     folded = self._fold.fold_pending(self._batch_size)
+                    self.health.succeeded()
+                    if folded < self._batch_size:
+                        # Inside the guard too: a wait that cannot read the database
+                        # (not only a locked one) must not end the loop.
+                        self._store.wait_for_events(self._idle_poll_seconds)
                 except Exception as error:
                     self.health.failed(error)
                     logger.warning("fold step failed, retrying: %s", describe(error))
                     self._stop.wait(RETRY_SECONDS)
-                    continue
-                self.health.succeeded()
-                if folded < self._batch_size:
-                    self._store.wait_for_events(self._idle_poll_seconds)
         finally:
             self.health.running = False
 
@@ -111,7 +112,7 @@ class LogFoldWorker:
         """Connects and folds until ``stop`` is called."""
         self.health.running = True
         try:
-            await self._log.connect()
+            await self._connect()
             try:
                 while not self._stop.is_set():
                     try:
@@ -126,6 +127,18 @@ class LogFoldWorker:
                 await self._log.disconnect()
         finally:
             self.health.running = False
+
+    async def _connect(self) -> None:
+        """Connects to the log, trying again while it cannot be reached (a worker that
+        starts during an outage folds once the log is back, instead of ending)."""
+        while not self._stop.is_set():
+            try:
+                await self._log.connect()
+                return
+            except Exception as error:
+                self.health.failed(error)
+                logger.warning("cannot reach the log, retrying: %s", describe(error))
+                await asyncio.sleep(RETRY_SECONDS)
 
     async def _step(self) -> None:
         fetched = await self._log.fetch(self._fetch_batches, timeout=IDLE_POLL_SECONDS * 5)
