@@ -271,3 +271,18 @@ def test_a_dead_endpoint_does_not_slow_a_live_one(client: TestClient, secret: st
         alone,
         beside_dead,
     )
+
+
+def test_a_url_the_http_client_cannot_encode_fails_its_attempts_on_the_schedule(
+    client: TestClient, secret: str
+) -> None:
+    """A host name with a zero-width space is saved (it looks like a name, and resolves
+    as its IDNA form would) but the HTTP client refuses to encode it: each attempt is
+    recorded as failed with that error, and the schedule runs out, instead of the lane
+    ending unrecorded and the message waiting for ever."""
+    webhook = subscribe(client, secret, "http://local\u200bhost:9/hook")
+    post_events(client, secret, purchase("ana@example.com"))
+    wait_until(lambda: first_status(client, secret, webhook["id"]) == "failed")
+    [failed] = deliveries(client, secret, webhook["id"], "?status=failed")
+    assert len(failed["attempts"]) == 5  # the test schedule's five attempts
+    assert all("InvalidURL" in attempt["error"] for attempt in failed["attempts"])

@@ -82,7 +82,8 @@ class DeliveryLoop:
         self._stop.set()
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None:
-            loop.call_soon_threadsafe(wake.set)
+            with contextlib.suppress(RuntimeError):  # closed: the loop waits to restart
+                loop.call_soon_threadsafe(wake.set)
         if self._thread is not None:
             self._thread.join()
 
@@ -126,6 +127,7 @@ class DeliveryLoop:
                 lane.cancel()
             for sender in self._senders.values():
                 await sender.close()
+            self._senders.clear()  # closed: a restarted loop makes new ones
             self.health.running = False
 
     async def _pause(self, seconds: float) -> None:
@@ -166,7 +168,7 @@ class DeliveryLoop:
                 done, in_flight = await asyncio.wait(
                     in_flight, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED
                 )
-                finished += [task.result() for task in done]
+                finished += _results(done, webhook_id)
         except Exception as error:
             # Held messages whose attempts are not recorded are attempted again once
             # their leases run out (a repeat, never a loss).
@@ -175,7 +177,7 @@ class DeliveryLoop:
         finally:
             if in_flight:
                 done, _ = await asyncio.wait(in_flight)
-                finished += [task.result() for task in done if task.exception() is None]
+                finished += _results(done, webhook_id)
             if finished:
                 await self._record(finished)
 
@@ -209,3 +211,19 @@ class DeliveryLoop:
             if delay is not None:
                 return AttemptResult(message.id, attempt, "pending", now + round(delay * 1000))
         return AttemptResult(message.id, attempt, "failed")
+
+
+def _results(done: set[asyncio.Task[AttemptResult]], webhook_id: str) -> list[AttemptResult]:
+    """The attempts that ended with a result; one that raised is logged, and its message
+    is attempted again once its lease runs out (a repeat, never a loss), while the
+    others' results are recorded."""
+    results = []
+    for task in done:
+        if task.cancelled():
+            continue
+        failure = task.exception()
+        if failure is None:
+            results.append(task.result())
+        else:
+            logger.warning("a webhook attempt on %s failed: %s", webhook_id, describe(failure))
+    return results

@@ -115,6 +115,8 @@ class EndpointSender:
             return self._failed(started, f"{type(error).__name__}: {error}")
         except OSError as error:
             return self._failed(started, f"{type(error).__name__}: {error}")
+        except Exception as error:  # e.g. a host name the HTTP client cannot encode
+            return self._failed(started, f"{type(error).__name__}: {error}")
         retry_after = None
         if response.status_code in (429, 503):
             retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
