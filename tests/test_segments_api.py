@@ -354,3 +354,31 @@ def test_two_requests_for_one_new_key_at_once_give_one_segment_and_one_409(
         answers = sorted(pool.map(attempt, range(2)))
     assert answers == ["201", "409"]
     assert [r.key for r, _ in storage.list_segments(account_id)] == ["vip"]
+
+
+def test_a_person_the_timer_cannot_read_does_not_hold_up_the_others(
+    client: TestClient, secret: str, storage: Storage
+) -> None:
+    weekly = {"event": {"action": "purchase"}, "within": {"last": "7d"}}
+    create(client, secret, "weekly", weekly)
+    wait_until_ready(client, secret, "weekly")
+    start = now_ms()
+    post_events(client, secret, *purchases("ann@x.co", 1, start - 6 * DAY))
+    post_events(client, secret, *purchases("bob@x.co", 1, start - 6 * DAY))
+    wait_for_fold(client)
+    assert members(client, secret, "weekly") == ["ann@x.co", "bob@x.co"]
+    # Ann's stored profile can no longer be decoded: re-evaluating her fails, and so
+    # does setting her aside, which reads the same record.
+    storage._run_fold(  # type: ignore[attr-defined]
+        lambda connection: connection.execute(
+            "UPDATE profiles SET state = ? WHERE id IN"
+            " (SELECT profile_id FROM identities WHERE kind = 'email' AND value = ?)",
+            (b"not a state", "ann@x.co"),
+        )
+    )
+    bob = get(client, secret, "/api/v0/profiles", email="bob@x.co")["id"]
+    timer_step(storage, lambda: start + DAY + 60_000)
+    # Bob left the window (the feed names people by profile id, reading no profile).
+    feed = changes(client, secret, "weekly")["changes"]
+    assert [(c["change"], c["profile"]) for c in feed[2:]] == [("exited", bob)]
+    assert timer_step(storage, lambda: start + DAY + 120_000) == 0  # Ann is no longer due

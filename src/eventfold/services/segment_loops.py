@@ -81,8 +81,24 @@ def timer_step(
                     pid,
                     describe(alone),
                 )
-                store.segments_transaction(partial(_set_aside, profile_id=pid), now)
+                _set_aside_or_drop(store, pid, now)
     return len(due)
+
+
+def _set_aside_or_drop(store: SegmentStore, profile_id: int, now: int) -> None:
+    """Sets the person aside for an hour; when that fails too (it reads the records that
+    made the evaluation fail), drops their timer state, which reads nothing, so that
+    the people due after them are not held up every round."""
+    try:
+        store.segments_transaction(partial(_set_aside, profile_id=profile_id), now)
+    except Exception as error:
+        logger.error(
+            "profile %d cannot be set aside either; its segment state is dropped and the "
+            "timer no longer visits it: %s",
+            profile_id,
+            describe(error),
+        )
+        store.segments_transaction(lambda records: records.save([], [profile_id], []), now)
 
 
 def _reevaluate(records: SegmentRecords, due: Sequence[int]) -> None:
