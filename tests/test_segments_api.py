@@ -382,3 +382,20 @@ def test_a_person_the_timer_cannot_read_does_not_hold_up_the_others(
     feed = changes(client, secret, "weekly")["changes"]
     assert [(c["change"], c["profile"]) for c in feed[2:]] == [("exited", bob)]
     assert timer_step(storage, lambda: start + DAY + 120_000) == 0  # Ann is no longer due
+
+
+def test_a_profile_the_backfill_cannot_read_is_stepped_over(
+    client: TestClient, secret: str, storage: Storage
+) -> None:
+    post_events(client, secret, *purchases("ann@x.co", 1), *purchases("bob@x.co", 1))
+    wait_for_fold(client)
+    storage._run_fold(  # type: ignore[attr-defined]
+        lambda connection: connection.execute(
+            "UPDATE profiles SET state = ? WHERE id IN"
+            " (SELECT profile_id FROM identities WHERE kind = 'email' AND value = ?)",
+            (b"not a state", "ann@x.co"),
+        )
+    )
+    create(client, secret, "buyers", {"event": {"action": "purchase"}})
+    wait_until_ready(client, secret, "buyers")  # was "preparing" for ever
+    assert members(client, secret, "buyers") == ["bob@x.co"]
