@@ -203,9 +203,6 @@ class MemoryRecords:
         ids = sorted(pid for pid in self.world.states if pid > after)[:limit]
         return {pid: self.world.states[pid] for pid in ids}
 
-    def next_profile_id(self, account_id: int, after: int) -> int | None:
-        return min((pid for pid in self.world.states if pid > after), default=None)
-
     def lock_profiles(self, profile_ids: Sequence[int]) -> dict[int, tuple[int, ProfileState]]:
         return {
             pid: (ACCOUNT, self.world.states[pid])

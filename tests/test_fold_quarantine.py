@@ -224,7 +224,9 @@ class UnreadableWhileIdle(SqliteStorage):
         super().wait_for_events(timeout)
 
 
-def test_a_failing_idle_wait_is_retried_and_the_fold_loop_goes_on(tmp_path: Path) -> None:
+def test_a_failing_idle_wait_is_retried_and_the_fold_loop_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     store = UnreadableWhileIdle(tmp_path / "idle.db")
     worker = FoldWorker(store, idle_poll_seconds=0.01)
     worker.start()
@@ -244,6 +246,7 @@ def test_a_failing_idle_wait_is_retried_and_the_fold_loop_goes_on(tmp_path: Path
             time.sleep(0.01)
         assert store.pending_batches(1) == []  # folded by the loop that met the failures
         assert worker.health.running
+        assert caplog.text.count("file is not a database") == 2  # each failure reported
     finally:
         worker.stop()
         store.close()

@@ -13,6 +13,7 @@ it runs in), waits and tries again; an event that cannot be folded is quarantine
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from typing import TYPE_CHECKING
@@ -60,11 +61,11 @@ class FoldWorker:
             while not self._stop.is_set():
                 try:
                     folded = self._fold.fold_pending(self._batch_size)
-                    self.health.succeeded()
                     if folded < self._batch_size:
                         # Inside the guard too: a wait that cannot read the database
                         # (not only a locked one) must not end the loop.
                         self._store.wait_for_events(self._idle_poll_seconds)
+                    self.health.succeeded()
                 except Exception as error:
                     self.health.failed(error)
                     logger.warning("fold step failed, retrying: %s", describe(error))
@@ -138,6 +139,9 @@ class LogFoldWorker:
             except Exception as error:
                 self.health.failed(error)
                 logger.warning("cannot reach the log, retrying: %s", describe(error))
+                # A connection made before the stream's set-up failed must not linger.
+                with contextlib.suppress(Exception):
+                    await self._log.disconnect()
                 await asyncio.sleep(RETRY_SECONDS)
 
     async def _step(self) -> None:

@@ -19,14 +19,9 @@ from functools import partial
 
 from eventfold.clock import now_ms
 from eventfold.domain.segments.program import PersonLeaves
-from eventfold.services.fold import SECOND_TRY_SECONDS, FoldHealth, describe
+from eventfold.services.fold import FoldHealth, describe
 from eventfold.services.segment_evaluation import Evaluation, compile_accounts
-from eventfold.storage.segment_contract import (
-    PersonVerdict,
-    SegmentRecord,
-    SegmentRecords,
-    SegmentStore,
-)
+from eventfold.storage.segment_contract import PersonVerdict, SegmentRecords, SegmentStore
 
 logger = logging.getLogger("eventfold.segments")
 
@@ -38,65 +33,27 @@ SET_ASIDE_MS = 3_600_000
 
 def backfill_step(store: SegmentStore, profiles: int = BACKFILL_STEP) -> bool:
     """Evaluates the next ``profiles`` profiles for one preparing segment; whether there
-    was a preparing segment. A step that fails is tried profile by profile; a profile
-    that fails alone is stepped over (and logged), so one never holds up the backfill of
-    every segment."""
-    try:
-        return store.segments_transaction(partial(_backfill, profiles=profiles))
-    except Exception as error:
-        logger.warning(
-            "segment backfill step failed, trying its profiles one by one: %s", describe(error)
+    was a preparing segment."""
+
+    def job(records: SegmentRecords) -> bool:
+        segment = records.preparing_segment()
+        if segment is None:
+            return False
+        accounts = compile_accounts(records.definitions([segment.account_id]))
+        found = records.profiles_after(segment.account_id, segment.backfill_after, profiles)
+        people = {pid: (segment.account_id, state) for pid, state in found.items()}
+        Evaluation(records, accounts, save_all=True).run(people)
+        done = len(found) < profiles
+        records.update_segment(
+            dataclasses.replace(
+                segment,
+                backfill_after=max(found, default=segment.backfill_after),
+                status="ready" if done else "preparing",
+            )
         )
-    for _ in range(profiles):
-        try:
-            if not _twice(store, partial(_backfill, profiles=1)):
-                return False
-        except Exception as alone:  # twice, a moment apart: not a passing fault
-            store.segments_transaction(partial(_step_over, error=describe(alone)))
-    return True
+        return True
 
-
-def _twice(store: SegmentStore, job: Callable[[SegmentRecords], bool]) -> bool:
-    try:
-        return store.segments_transaction(job)
-    except Exception:
-        time.sleep(SECOND_TRY_SECONDS)
-        return store.segments_transaction(job)
-
-
-def _backfill(records: SegmentRecords, profiles: int) -> bool:
-    segment = records.preparing_segment()
-    if segment is None:
-        return False
-    accounts = compile_accounts(records.definitions([segment.account_id]))
-    found = records.profiles_after(segment.account_id, segment.backfill_after, profiles)
-    people = {pid: (segment.account_id, state) for pid, state in found.items()}
-    Evaluation(records, accounts, save_all=True).run(people)
-    _moved_to(records, segment, max(found, default=segment.backfill_after), len(found) < profiles)
-    return True
-
-
-def _step_over(records: SegmentRecords, error: str) -> None:
-    """Moves the preparing segment's backfill past its next profile, unevaluated."""
-    segment = records.preparing_segment()
-    if segment is None:
-        return
-    skipped = records.next_profile_id(segment.account_id, segment.backfill_after)
-    if skipped is not None:
-        logger.error(
-            "profile %d cannot be evaluated for segment %r; the backfill steps over it: %s",
-            skipped,
-            segment.key,
-            error,
-        )
-    after = segment.backfill_after if skipped is None else skipped
-    _moved_to(records, segment, after, done=skipped is None)
-
-
-def _moved_to(records: SegmentRecords, segment: SegmentRecord, after: int, done: bool) -> None:
-    records.update_segment(
-        dataclasses.replace(segment, backfill_after=after, status="ready" if done else "preparing")
-    )
+    return store.segments_transaction(job)
 
 
 def timer_step(
@@ -124,24 +81,8 @@ def timer_step(
                     pid,
                     describe(alone),
                 )
-                _set_aside_or_drop(store, pid, now)
+                store.segments_transaction(partial(_set_aside, profile_id=pid), now)
     return len(due)
-
-
-def _set_aside_or_drop(store: SegmentStore, profile_id: int, now: int) -> None:
-    """Sets the person aside for an hour; when that fails too (it reads the records that
-    made the evaluation fail), drops their timer state, which reads nothing, so that
-    the people due after them are not held up every round."""
-    try:
-        store.segments_transaction(partial(_set_aside, profile_id=profile_id), now)
-    except Exception as error:
-        logger.error(
-            "profile %d cannot be set aside either; its segment state is dropped and the "
-            "timer no longer visits it: %s",
-            profile_id,
-            describe(error),
-        )
-        store.segments_transaction(lambda records: records.save([], [profile_id], []), now)
 
 
 def _reevaluate(records: SegmentRecords, due: Sequence[int]) -> None:

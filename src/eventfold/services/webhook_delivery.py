@@ -168,7 +168,7 @@ class DeliveryLoop:
                 done, in_flight = await asyncio.wait(
                     in_flight, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED
                 )
-                finished += _results(done, webhook_id)
+                finished += self._results(done, webhook_id)
         except Exception as error:
             # Held messages whose attempts are not recorded are attempted again once
             # their leases run out (a repeat, never a loss).
@@ -177,9 +177,27 @@ class DeliveryLoop:
         finally:
             if in_flight:
                 done, _ = await asyncio.wait(in_flight)
-                finished += _results(done, webhook_id)
+                finished += self._results(done, webhook_id)
             if finished:
                 await self._record(finished)
+
+    def _results(
+        self, done: set[asyncio.Task[AttemptResult]], webhook_id: str
+    ) -> list[AttemptResult]:
+        """The attempts that ended with a result. One that raised is logged and shown in
+        the health, and its message is attempted again once its lease runs out (a
+        repeat, never a loss), while the others' results are recorded."""
+        results = []
+        for task in done:
+            if task.cancelled():
+                continue
+            failure = task.exception()
+            if failure is None:
+                results.append(task.result())
+            else:
+                self.health.failed(failure)
+                logger.warning("a webhook attempt on %s failed: %s", webhook_id, describe(failure))
+        return results
 
     async def _record(self, results: list[AttemptResult]) -> None:
         try:
@@ -211,19 +229,3 @@ class DeliveryLoop:
             if delay is not None:
                 return AttemptResult(message.id, attempt, "pending", now + round(delay * 1000))
         return AttemptResult(message.id, attempt, "failed")
-
-
-def _results(done: set[asyncio.Task[AttemptResult]], webhook_id: str) -> list[AttemptResult]:
-    """The attempts that ended with a result; one that raised is logged, and its message
-    is attempted again once its lease runs out (a repeat, never a loss), while the
-    others' results are recorded."""
-    results = []
-    for task in done:
-        if task.cancelled():
-            continue
-        failure = task.exception()
-        if failure is None:
-            results.append(task.result())
-        else:
-            logger.warning("a webhook attempt on %s failed: %s", webhook_id, describe(failure))
-    return results

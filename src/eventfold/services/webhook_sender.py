@@ -115,7 +115,7 @@ class EndpointSender:
             return self._failed(started, f"{type(error).__name__}: {error}")
         except OSError as error:
             return self._failed(started, f"{type(error).__name__}: {error}")
-        except Exception as error:  # e.g. a host name the HTTP client cannot encode
+        except (httpx2.InvalidURL, ValueError) as error:  # a URL it cannot encode
             return self._failed(started, f"{type(error).__name__}: {error}")
         retry_after = None
         if response.status_code in (429, 503):

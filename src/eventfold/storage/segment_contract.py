@@ -96,10 +96,6 @@ class SegmentRecords(Protocol):
     def profiles_after(self, account_id: int, after: int, limit: int) -> dict[int, ProfileState]:
         """The account's next profiles by id after ``after``, locked against folds."""
 
-    def next_profile_id(self, account_id: int, after: int) -> int | None:
-        """The id of the account's first profile after ``after``, reading nothing else
-        (the backfill steps past one it cannot evaluate)."""
-
     def lock_profiles(self, profile_ids: Sequence[int]) -> dict[int, tuple[int, ProfileState]]:
         """These profiles' (account, state), locked against folds (erased ones absent)."""
 

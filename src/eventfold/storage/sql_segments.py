@@ -152,12 +152,6 @@ class SqlSegmentRecords:
         ).fetchall()
         return {pid: _state_decoder.decode(state) for pid, state in rows}
 
-    def next_profile_id(self, account_id: int, after: int) -> int | None:
-        row = self._connection.execute(
-            "SELECT min(id) FROM profiles WHERE account_id = ? AND id > ?", (account_id, after)
-        ).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
-
     def lock_profiles(self, profile_ids: Sequence[int]) -> dict[int, tuple[int, ProfileState]]:
         rows = select_in(
             self._connection,
