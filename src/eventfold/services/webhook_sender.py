@@ -111,11 +111,9 @@ class EndpointSender:
             return self._failed(started, f"no answer within {self._timeout:g} s")
         except RefusedAddress as error:
             return self._failed(started, f"refused: {error}")
-        except httpx2.HTTPError as error:
-            return self._failed(started, f"{type(error).__name__}: {error}")
-        except OSError as error:
-            return self._failed(started, f"{type(error).__name__}: {error}")
-        except (httpx2.InvalidURL, ValueError) as error:  # a URL it cannot encode
+        # The network's failures, and a URL the client cannot encode (InvalidURL, or a
+        # ValueError from IDNA): each a failed attempt, retried on the schedule.
+        except (httpx2.HTTPError, OSError, httpx2.InvalidURL, ValueError) as error:
             return self._failed(started, f"{type(error).__name__}: {error}")
         retry_after = None
         if response.status_code in (429, 503):
