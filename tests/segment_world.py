@@ -203,6 +203,9 @@ class MemoryRecords:
         ids = sorted(pid for pid in self.world.states if pid > after)[:limit]
         return {pid: self.world.states[pid] for pid in ids}
 
+    def profile_ids_after(self, account_id: int, after: int, limit: int) -> list[int]:
+        return list(self.profiles_after(account_id, after, limit))
+
     def lock_profiles(self, profile_ids: Sequence[int]) -> dict[int, tuple[int, ProfileState]]:
         return {
             pid: (ACCOUNT, self.world.states[pid])
@@ -236,6 +239,11 @@ class MemoryRecords:
             (m, pid) for pid, m in self.world.next_change.items() if m is not None and m <= now_ms
         ]
         return [pid for _, pid in sorted(due)[:limit]]
+
+    def postpone(self, profile_id: int, until_ms: int) -> None:
+        moment = self.world.next_change.get(profile_id)
+        if moment is not None and moment <= self.now_ms:
+            self.world.next_change[profile_id] = until_ms
 
     def save(
         self,

@@ -16,6 +16,7 @@ from tests.conftest import auth, post_events, wait_for_fold
 
 VIP = {"event": {"action": "purchase"}, "count": {"op": "gte", "value": 2}}
 DAY = 86_400_000
+HOUR = 3_600_000
 
 
 def create(client: TestClient, secret: str, key: str, match: Any, name: str = "") -> Any:
@@ -354,3 +355,88 @@ def test_two_requests_for_one_new_key_at_once_give_one_segment_and_one_409(
         answers = sorted(pool.map(attempt, range(2)))
     assert answers == ["201", "409"]
     assert [r.key for r, _ in storage.list_segments(account_id)] == ["vip"]
+
+
+def _unreadable(storage: Storage, *emails: str) -> None:
+    """Makes these people's stored profiles impossible to decode."""
+    for email in emails:
+        storage._run_fold(  # type: ignore[attr-defined]
+            lambda connection, email=email: connection.execute(
+                "UPDATE profiles SET state = ? WHERE id IN"
+                " (SELECT profile_id FROM identities WHERE kind = 'email' AND value = ?)",
+                (b"not a state", email),
+            )
+        )
+
+
+def test_a_person_the_timer_cannot_read_is_postponed_and_does_not_hold_up_the_others(
+    client: TestClient, secret: str, storage: Storage
+) -> None:
+    weekly = {"event": {"action": "purchase"}, "within": {"last": "7d"}}
+    create(client, secret, "weekly", weekly)
+    wait_until_ready(client, secret, "weekly")
+    start = now_ms()
+    post_events(client, secret, *purchases("ann@x.co", 1, start - 6 * DAY))
+    post_events(client, secret, *purchases("bob@x.co", 1, start - 6 * DAY))
+    wait_for_fold(client)
+    assert members(client, secret, "weekly") == ["ann@x.co", "bob@x.co"]
+    bob = get(client, secret, "/api/v0/profiles", email="bob@x.co")["id"]
+    # Re-evaluating Ann fails; setting her aside must not read her records either.
+    _unreadable(storage, "ann@x.co")
+    assert timer_step(storage, lambda: start + DAY + 60_000) == 2
+    # Bob left the window (the feed names people by profile id, reading no profile).
+    feed = changes(client, secret, "weekly")["changes"]
+    assert [(c["change"], c["profile"]) for c in feed[2:]] == [("exited", bob)]
+    assert timer_step(storage, lambda: start + DAY + 120_000) == 0  # Ann waits an hour
+    assert timer_step(storage, lambda: start + DAY + 60_000 + HOUR) == 1  # then is tried again
+    # Still a member (her timer state was kept, not dropped), and nobody else.
+    assert get(client, secret, "/api/v0/segments/weekly")["memberCount"] == 1
+
+
+def test_postponing_a_person_keeps_a_later_moment_a_fold_set_meanwhile(
+    client: TestClient, secret: str, storage: Storage
+) -> None:
+    create(client, secret, "weekly", {"event": {"action": "purchase"}, "within": {"last": "7d"}})
+    wait_until_ready(client, secret, "weekly")
+    start = now_ms()
+    post_events(client, secret, *purchases("ann@x.co", 1, start - 6 * DAY))
+    wait_for_fold(client)
+    ann = int(get(client, secret, "/api/v0/profiles", email="ann@x.co")["id"][len("prof_") :])
+
+    def moment() -> int | None:
+        return storage.segments_transaction(lambda r: r.segment_people([ann])[ann][1])
+
+    due = moment()
+    assert due is not None
+    storage.segments_transaction(lambda r: r.postpone(ann, due + HOUR), due - 1)  # not due
+    assert moment() == due
+    storage.segments_transaction(lambda r: r.postpone(ann, due + HOUR), due)
+    assert moment() == due + HOUR
+
+
+def test_a_profile_the_backfill_cannot_read_is_left_out_and_the_segment_gets_ready(
+    client: TestClient, secret: str, storage: Storage
+) -> None:
+    post_events(client, secret, *purchases("ann@x.co", 1), *purchases("bob@x.co", 1))
+    wait_for_fold(client)
+    _unreadable(storage, "ann@x.co")
+    create(client, secret, "buyers", {"event": {"action": "purchase"}})
+    wait_until_ready(client, secret, "buyers")  # was "preparing" for ever
+    assert members(client, secret, "buyers") == ["bob@x.co"]
+
+
+def test_a_backfill_that_cannot_read_any_of_its_profiles_fails_instead_of_stepping_over(
+    client: TestClient, secret: str, storage: Storage
+) -> None:
+    post_events(client, secret, *purchases("ann@x.co", 1), *purchases("bob@x.co", 1))
+    wait_for_fold(client)
+    _unreadable(storage, "ann@x.co", "bob@x.co")
+    create(client, secret, "buyers", {"event": {"action": "purchase"}})
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the backfill loop fails, says so, and tries again
+        segments = client.get("/healthz").json()["segments"]
+        if segments["lastError"] is not None:
+            break
+        time.sleep(0.05)
+    assert segments["lastError"].startswith("DecodeError: JSON is malformed")
+    assert get(client, secret, "/api/v0/segments/buyers")["status"] == "preparing"

@@ -14,14 +14,19 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
+import msgspec
+
 from eventfold.clock import now_ms
-from eventfold.domain.segments.program import PersonLeaves
 from eventfold.services.fold import FoldHealth, describe
-from eventfold.services.segment_evaluation import Evaluation, compile_accounts
-from eventfold.storage.segment_contract import PersonVerdict, SegmentRecords, SegmentStore
+from eventfold.services.segment_evaluation import (
+    AccountSegments,
+    Evaluation,
+    compile_accounts,
+)
+from eventfold.storage.segment_contract import SegmentRecords, SegmentStore
 
 logger = logging.getLogger("eventfold.segments")
 
@@ -33,27 +38,62 @@ SET_ASIDE_MS = 3_600_000
 
 def backfill_step(store: SegmentStore, profiles: int = BACKFILL_STEP) -> bool:
     """Evaluates the next ``profiles`` profiles for one preparing segment; whether there
-    was a preparing segment."""
+    was a preparing segment. A profile whose stored records cannot be decoded is left out
+    (and logged), in the same transaction, so one such profile never keeps the segment,
+    or those after it, preparing for ever."""
 
     def job(records: SegmentRecords) -> bool:
         segment = records.preparing_segment()
         if segment is None:
             return False
-        accounts = compile_accounts(records.definitions([segment.account_id]))
-        found = records.profiles_after(segment.account_id, segment.backfill_after, profiles)
-        people = {pid: (segment.account_id, state) for pid, state in found.items()}
-        Evaluation(records, accounts, save_all=True).run(people)
-        done = len(found) < profiles
+        account = segment.account_id
+        accounts = compile_accounts(records.definitions([account]))
+        try:
+            found = records.profiles_after(account, segment.backfill_after, profiles)
+            Evaluation(records, accounts, save_all=True).run(
+                {pid: (account, state) for pid, state in found.items()}
+            )
+            seen = list(found)
+        except msgspec.DecodeError:
+            seen = records.profile_ids_after(account, segment.backfill_after, profiles)
+            _backfill_one_by_one(records, accounts, segment.key, seen)
         records.update_segment(
             dataclasses.replace(
                 segment,
-                backfill_after=max(found, default=segment.backfill_after),
-                status="ready" if done else "preparing",
+                backfill_after=max(seen, default=segment.backfill_after),
+                status="ready" if len(seen) < profiles else "preparing",
             )
         )
         return True
 
     return store.segments_transaction(job)
+
+
+def _backfill_one_by_one(
+    records: SegmentRecords,
+    accounts: Mapping[int, AccountSegments],
+    segment_key: str,
+    profile_ids: Sequence[int],
+) -> None:
+    """Evaluates these profiles one at a time, leaving out (and logging) each whose stored
+    records cannot be decoded. Nothing is written before a profile's records are all
+    read, so a failed one leaves no trace. When every one of several fails, the fault is
+    not theirs: the error is raised (the step is tried again, and shown in the health)."""
+    failures: list[msgspec.DecodeError] = []
+    for pid in profile_ids:
+        try:
+            Evaluation(records, accounts, save_all=True).run(records.lock_profiles([pid]))
+        except msgspec.DecodeError as error:
+            failures.append(error)
+            logger.error(
+                "profile %d cannot be evaluated for segment %s (its stored records cannot be"
+                " decoded); left out of the backfill: %s",
+                pid,
+                segment_key,
+                error,
+            )
+    if len(profile_ids) > 1 and len(failures) == len(profile_ids):
+        raise failures[0]
 
 
 def timer_step(
@@ -97,13 +137,8 @@ def _reevaluate(records: SegmentRecords, due: Sequence[int]) -> None:
 
 
 def _set_aside(records: SegmentRecords, profile_id: int) -> None:
-    found = records.lock_profiles([profile_id])
-    if profile_id not in found:
-        records.save([], [profile_id], [])
-        return
-    leaves = records.segment_people([profile_id]).get(profile_id, (PersonLeaves(), None))[0]
-    later = records.now_ms + SET_ASIDE_MS
-    records.save([PersonVerdict(profile_id, found[profile_id][0], leaves, later)], [], [])
+    # Reads nothing: the person's records may be what cannot be read.
+    records.postpone(profile_id, records.now_ms + SET_ASIDE_MS)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -96,6 +96,9 @@ class SegmentRecords(Protocol):
     def profiles_after(self, account_id: int, after: int, limit: int) -> dict[int, ProfileState]:
         """The account's next profiles by id after ``after``, locked against folds."""
 
+    def profile_ids_after(self, account_id: int, after: int, limit: int) -> list[int]:
+        """The ids ``profiles_after`` would give, reading no profile's state."""
+
     def lock_profiles(self, profile_ids: Sequence[int]) -> dict[int, tuple[int, ProfileState]]:
         """These profiles' (account, state), locked against folds (erased ones absent)."""
 
@@ -114,6 +117,11 @@ class SegmentRecords(Protocol):
 
     def due_people(self, now_ms: int, limit: int) -> list[int]:
         """Profiles whose next change moment has come, earliest first."""
+
+    def postpone(self, profile_id: int, until_ms: int) -> None:
+        """Moves the profile's next change moment to ``until_ms`` if it has come by
+        ``now_ms`` (a fold that judged the person meanwhile set a later one: it stays),
+        reading nothing of the person."""
 
     def save(
         self,

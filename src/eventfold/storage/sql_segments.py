@@ -152,6 +152,13 @@ class SqlSegmentRecords:
         ).fetchall()
         return {pid: _state_decoder.decode(state) for pid, state in rows}
 
+    def profile_ids_after(self, account_id: int, after: int, limit: int) -> list[int]:
+        rows = self._connection.execute(
+            "SELECT id FROM profiles WHERE account_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (account_id, after, limit),
+        ).fetchall()
+        return [row[0] for row in rows]
+
     def lock_profiles(self, profile_ids: Sequence[int]) -> dict[int, tuple[int, ProfileState]]:
         rows = select_in(
             self._connection,
@@ -205,6 +212,13 @@ class SqlSegmentRecords:
             (now_ms, limit),
         ).fetchall()
         return [row[0] for row in rows]
+
+    def postpone(self, profile_id: int, until_ms: int) -> None:
+        self._connection.execute(
+            "UPDATE segment_people SET next_change_at = ?"
+            " WHERE profile_id = ? AND next_change_at <= ?",
+            (until_ms, profile_id, self.now_ms),
+        )
 
     def save(
         self,
