@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -114,3 +115,49 @@ def test_the_fold_on_a_thread_runs_no_child(tmp_path: Path) -> None:
         _post(server, "thread@example.com")
         _see(server, "thread@example.com")
         assert not any(_is_a_worker(pid) for pid in children(server.process.pid))
+
+
+def test_the_child_reports_its_loops_failures_and_a_silent_child_shows_as_failing(
+    tmp_path: Path,
+) -> None:
+    with served(tmp_path) as server:
+        child = _fold_child(server)
+        for email in ("ann@example.com", "bob@example.com"):
+            _post(server, email)
+            _see(server, email)
+        # Both stored profiles become unreadable: the child's segment backfill fails
+        # (it leaves out one such profile, never a whole step's), and must say so here.
+        with sqlite3.connect(server.database) as database:
+            database.execute("UPDATE profiles SET state = ?", (b"not a state",))
+        created = httpx2.post(
+            f"{server.url}/api/v0/segments",
+            json={"key": "viewers", "name": "Viewers", "match": {"event": {"action": "view"}}},
+            headers={"Authorization": f"Bearer {server.secret}"},
+        )
+        assert created.status_code == 201, created.text
+
+        def segments_error() -> str | None:
+            found: str | None = httpx2.get(f"{server.url}/healthz").json()["segments"]["lastError"]
+            return found
+
+        _wait_until(lambda: segments_error() is not None, "the child's backfill failure")
+        assert (segments_error() or "").startswith("DecodeError: JSON is malformed")
+        health = httpx2.get(f"{server.url}/healthz").json()
+        assert health["fold"]["lastError"] is None  # the fold itself is fine
+        assert health["segments"]["running"] is True
+
+        # A child that stops reporting (here: stopped) shows as failing, and not ready.
+        os.kill(child, signal.SIGSTOP)
+        try:
+            _wait_until(
+                lambda: httpx2.get(f"{server.url}/readyz").status_code == 503,
+                "the server to notice its fold process went silent",
+            )
+            fold = httpx2.get(f"{server.url}/healthz").json()["fold"]
+            assert "has not reported its loops' health" in fold["lastError"]
+        finally:
+            os.kill(child, signal.SIGCONT)
+        _wait_until(
+            lambda: httpx2.get(f"{server.url}/healthz").json()["fold"]["lastError"] is None,
+            "the fold's health to come back once the child reports again",
+        )

@@ -9,10 +9,10 @@ from eventfold.domain.upsert_validation import UpsertValidator
 from eventfold.domain.upserts import UpsertTypes
 from eventfold.domain.validation import BatchValidator
 from eventfold.domain.webhook_retries import parse_schedule
-from eventfold.fold_process import FoldProcess
+from eventfold.fold_process import ChildSegmentLoops, FoldProcess
 from eventfold.observability import metrics
 from eventfold.services.auth import Authenticator
-from eventfold.services.background import BackgroundWork, FoldLoop
+from eventfold.services.background import BackgroundWork, FoldLoop, SegmentLoopsRunner
 from eventfold.services.debug_feed import DebugFeed, RejectionRing
 from eventfold.services.fold_lag import FoldLagGauge
 from eventfold.services.ingest import IngestService
@@ -60,13 +60,17 @@ def build_worker(settings: Settings, storage: Storage, deliveries: bool = True) 
     )
 
 
-def _server_folds(settings: Settings, storage: Storage) -> list[FoldLoop]:
-    """The fold ``serve`` runs: none, a child process, or loops on threads of its own."""
-    if not settings.fold_in_server:
-        return []
-    if settings.fold_process:
-        return [FoldProcess(settings)]
-    return list(fold_loops(settings, storage))
+def _server_background(
+    settings: Settings, storage: Storage
+) -> tuple[list[FoldLoop], SegmentLoopsRunner | None]:
+    """The fold ``serve`` runs (none, a child process, or loops on threads of its own)
+    and the segments' loops beside it (a child runs them itself; the server watches)."""
+    if settings.folds_in_a_child:
+        process = FoldProcess(settings)
+        return [process], ChildSegmentLoops(process, storage)
+    if settings.folds_on_a_thread:
+        return list(fold_loops(settings, storage)), segment_loops(settings, storage)
+    return [], None
 
 
 def segment_loops(settings: Settings, storage: Storage) -> SegmentLoops:
@@ -98,9 +102,7 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
     rejections = RejectionRing()
     log = open_log(settings, storage)
     fold_lag = FoldLagGauge(log, settings.fold_lag_cache_seconds)
-    # The segments' loops run beside the fold: here with the fold on a thread, in the
-    # fold's process with the fold in a child process.
-    loops = segment_loops(settings, storage) if settings.folds_on_a_thread else None
+    folds, loops = _server_background(settings, storage)
     return Services(
         settings=settings,
         storage=storage,
@@ -120,7 +122,7 @@ def build_services(settings: Settings, storage: Storage | None = None) -> Servic
         fold_lag=fold_lag,
         background=BackgroundWork(
             log,
-            _server_folds(settings, storage),
+            folds,
             loops,
             delivery_loop(settings, storage) if settings.deliver_in_server else None,
         ),

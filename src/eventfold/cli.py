@@ -95,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
         help="run as the fold of the `eventfold serve` process PID (which starts it so): "
         "stop when that process is gone, and leave webhook deliveries to it",
     )
+    worker.add_argument(
+        "--report-health",
+        metavar="FILE",
+        help="write the loops' health to FILE every second (for the server, with --fold-of)",
+    )
     worker.set_defaults(run=_worker)
 
     migrate = commands.add_parser(
@@ -221,7 +226,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
     from eventfold.bootstrap import build_worker
-    from eventfold.fold_process import stop_with
+    from eventfold.fold_process import reporting_health, stop_with
 
     if args.fold_of is not None:
         stop_with(args.fold_of)
@@ -230,7 +235,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         tune_for_the_fold()
         source = f" from the log {settings.log_url}" if settings.log_url else ""
         print(f"eventfold worker: folding events{source} in {settings.database_url}", flush=True)
-        asyncio.run(work.run_until_signalled())
+        with reporting_health(args.report_health, work):
+            asyncio.run(work.run_until_signalled())
     return 0
 
 

@@ -9,7 +9,10 @@ hand-over between them, and SQLite's one writer lock is shared through its file
 (docs/performance.md, "The fold in a process of its own", has the figures).
 
 The child runs the fold loops and the segments' backfill and timer; webhook deliveries
-stay with the server (``deliver_in_server``). It has a session of its own, so a Ctrl+C
+stay with the server (``deliver_in_server``). Every second the child writes how its loops
+are doing to a file the server reads for ``/healthz`` and ``/readyz``
+(``--report-health``): a child whose loops fail shows their error, and one that stops
+reporting (hung) shows as failing. It has a session of its own, so a Ctrl+C
 meant for the server reaches it only through the server's orderly stop; on Linux it asks
 the kernel to stop it (SIGTERM) when the server dies, even by SIGKILL.
 """
@@ -19,13 +22,25 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
-from eventfold.services.fold import FoldHealth
+import msgspec
+
+from eventfold.clock import now_ms
+from eventfold.services.background import BackgroundWork
+from eventfold.services.fold import FoldHealth, LoopsHealth
+from eventfold.services.segment_loops import SegmentLoopsHealth, timer_lag
 from eventfold.settings import Settings
+from eventfold.storage.segment_contract import SegmentStore
 
 logger = logging.getLogger("eventfold.fold_process")
 
@@ -36,20 +51,65 @@ MAX_RESTART_SECONDS = 30.0
 HEALTHY_AFTER_SECONDS = 10.0
 STOP_SECONDS = 30.0
 _PR_SET_PDEATHSIG = 1
+# The child reports its loops' health every REPORT_SECONDS; a report older than
+# STALE_REPORT_SECONDS (or none that long after the start) counts as a failure.
+REPORT_SECONDS = 1.0
+STALE_REPORT_SECONDS = 5.0
+
+
+class ChildReport(msgspec.Struct, frozen=True):
+    """What the child writes of its loops (None: it runs none of that kind)."""
+
+    fold: LoopsHealth | None
+    segments: LoopsHealth | None
 
 
 class FoldProcess:
     """A fold loop (``background.FoldLoop``) whose work is done by a supervised child;
-    its health is the child's: running while it runs, failing since it first exited."""
+    its health is the child's: failing since it first exited, else what the child last
+    reported of its fold loops (failing when that report is stale)."""
 
     def __init__(self, settings: Settings) -> None:
-        self._command = [sys.executable, "-m", "eventfold", "worker", "--fold-of", str(os.getpid())]
+        self._folder = tempfile.mkdtemp(prefix="eventfold-fold-")
+        self._report = Path(self._folder) / "health"
+        self._command = [
+            *(sys.executable, "-m", "eventfold", "worker", "--fold-of", str(os.getpid())),
+            *("--report-health", str(self._report)),
+        ]
         self._environment = {**os.environ, **settings.as_environment()}
-        self.health = FoldHealth()
+        self._process = FoldHealth()  # the child's own: running, exited
+        self._spawned_at = time.monotonic()
         self._stop = threading.Event()
         self._lock = threading.Lock()  # the child is replaced or stopped under it
         self._child: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def health(self) -> FoldHealth:
+        fold = self.reported(lambda report: report.fold)
+        return self._process if fold is None else FoldHealth.reported(fold)
+
+    def reported(self, part: Callable[[ChildReport], LoopsHealth | None]) -> LoopsHealth | None:
+        """That part of the running child's latest report; a failure when the report is
+        stale or the child is not running; None before its first report."""
+        own = self._process
+        if not own.running or own.last_error is not None:
+            return LoopsHealth(own.running, own.failing_for(), own.last_error)
+        try:
+            written = self._report.stat().st_mtime
+            report = msgspec.msgpack.decode(self._report.read_bytes(), type=ChildReport)
+        except (OSError, msgspec.DecodeError):
+            written, report = None, None
+        age = time.time() - written if written is not None else None
+        since_start = time.monotonic() - self._spawned_at
+        silent = age if age is not None else since_start
+        if silent > STALE_REPORT_SECONDS:
+            return LoopsHealth(
+                True,
+                silent,
+                f"the fold process has not reported its loops' health for {silent:.0f} s",
+            )
+        return None if report is None else part(report)
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -73,6 +133,7 @@ class FoldProcess:
                 child.wait()
         if self._thread is not None:
             self._thread.join()
+        shutil.rmtree(self._folder, ignore_errors=True)
 
     def _supervise(self) -> None:
         delay = RESTART_SECONDS
@@ -80,24 +141,26 @@ class FoldProcess:
             with self._lock:
                 if self._stop.is_set():
                     return
+                self._report.unlink(missing_ok=True)  # the last child's
+                self._spawned_at = time.monotonic()
                 try:
                     child = self._child = self._spawn()
                 except (OSError, subprocess.SubprocessError) as error:
                     child, outcome = None, f"the fold process could not start ({error})"
             if child is not None:
-                self.health.running = True
+                self._process.running = True
                 try:
                     child.wait(HEALTHY_AFTER_SECONDS)
                 except subprocess.TimeoutExpired:
-                    self.health.succeeded()
+                    self._process.succeeded()
                     delay = RESTART_SECONDS
                     child.wait()
-                self.health.running = False
+                self._process.running = False
                 if self._stop.is_set():
                     return
                 outcome = f"the fold process exited with code {child.returncode}"
             failure = RuntimeError(f"{outcome}; starting it again in {delay:g} s")
-            self.health.failed(failure)
+            self._process.failed(failure)
             logger.error("%s", failure)
             self._stop.wait(delay)
             delay = min(2 * delay, MAX_RESTART_SECONDS)
@@ -123,3 +186,64 @@ def stop_with(parent: int) -> None:
             )
     if os.getppid() != parent:
         sys.exit(f"eventfold worker: the server (process {parent}) is gone")
+
+
+class ChildSegmentLoops:
+    """The segment loops of a server's fold process, as the server sees them: their
+    health as the child reports it, and the timer's lag from the database. The child's
+    backfill looks for new segments every second (``wake`` cannot reach it)."""
+
+    def __init__(
+        self, process: FoldProcess, store: SegmentStore, clock: Callable[[], int] = now_ms
+    ) -> None:
+        self._process = process
+        self._store = store
+        self._clock = clock
+
+    def start(self) -> None:
+        """The child starts them."""
+
+    def stop(self) -> None:
+        """The child stops them."""
+
+    def wake(self) -> None:
+        """The child's backfill looks again within a second."""
+
+    def loops_health(self) -> LoopsHealth:
+        loops = self._process.reported(lambda report: report.segments)
+        return LoopsHealth(True, 0.0, None) if loops is None else loops  # None: starting
+
+    def health(self) -> SegmentLoopsHealth:
+        return SegmentLoopsHealth(self.loops_health(), timer_lag(self._store, self._clock()))
+
+
+@contextmanager
+def reporting_health(path: str | None, work: BackgroundWork) -> Iterator[None]:
+    """In the child: writes ``work``'s loops' health to ``path`` every REPORT_SECONDS
+    (replacing the file whole) while the block runs; nothing when ``path`` is None."""
+    if path is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def report() -> None:
+        # The first after a second: the loops have started by then.
+        target, scratch = Path(path), Path(path + ".new")
+        while not stop.wait(REPORT_SECONDS):
+            segments = work.segments
+            found = ChildReport(
+                work.fold_health(), segments.loops_health() if segments is not None else None
+            )
+            try:
+                scratch.write_bytes(msgspec.msgpack.encode(found))
+                scratch.replace(target)
+            except OSError as error:  # the server then sees a stale report
+                logger.warning("cannot write the fold's health report: %s", error)
+
+    thread = threading.Thread(target=report, name="eventfold-health-report", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

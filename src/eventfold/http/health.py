@@ -34,23 +34,16 @@ def _fold_loop(services: Services) -> FoldLoop | None:
 
 
 def _segments(services: Services) -> SegmentLoopsView | None:
-    """This process's segment loops; where its fold runs in a child process (which runs
-    them), that child's state with the timer's lag read from the database."""
+    """The segment loops this process runs, or those of its fold's child process (as it
+    reports them), with the timer's lag read from the database."""
     loops = services.background.segments
     if loops is None:
-        child = _fold_loop(services) if services.settings.folds_in_a_child else None
-        if child is None:
-            return None
-        try:
-            lag: float | None = services.storage.segment_timer_lag(now_ms())
-        except Exception:
-            lag = None
-        shown = None if lag is None else round(lag, 3)
-        return SegmentLoopsView(child.running, child.failingForSeconds, child.lastError, shown)
+        return None
     health = loops.health()
     lag = None if health.timer_lag_seconds is None else round(health.timer_lag_seconds, 3)
+    state = health.loops
     return SegmentLoopsView(
-        health.running, round(health.failing_for_seconds, 3), health.last_error, lag
+        state.running, round(state.failing_for_seconds, 3), state.last_error, lag
     )
 
 

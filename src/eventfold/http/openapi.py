@@ -48,8 +48,9 @@ class Lag(msgspec.Struct):
 
 
 class FoldLoop(msgspec.Struct):
-    """The fold loop of this process, where it runs one, or the child process its fold
-    runs in (running while the child runs)."""
+    """The fold loops of this process, where it runs them, or of the child process its
+    fold runs in, as the child reports them each second (not running while the child is
+    down; failing when its report is more than 5 s old)."""
 
     running: bool
     failingForSeconds: float
@@ -58,7 +59,8 @@ class FoldLoop(msgspec.Struct):
 
 class SegmentLoopsView(msgspec.Struct):
     """The segments' backfill and timer of this process, where it runs them, or of the
-    child process its fold runs in (its state, and the timer's lag from the database)."""
+    child process its fold runs in (as the child reports them; the timer's lag is read
+    from the database)."""
 
     running: bool
     failingForSeconds: float

@@ -7,16 +7,17 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
-from eventfold.services.fold import FoldHealth
-from eventfold.services.segment_loops import SegmentLoops
+from eventfold.services.fold import FoldHealth, LoopsHealth, combined_health
+from eventfold.services.segment_loops import SegmentLoopsHealth
 from eventfold.storage.base import EventLog
 
 
 class FoldLoop(Protocol):
-    health: FoldHealth
+    @property
+    def health(self) -> FoldHealth:
+        """How the loop is doing."""
 
     def start(self) -> None:
         """Runs the loop on a thread of its own."""
@@ -25,14 +26,23 @@ class FoldLoop(Protocol):
         """Asks the loop to finish its step, and waits for it."""
 
 
-@dataclass(frozen=True, slots=True)
-class FoldLoopsHealth:
-    """The fold loops of one process, together: running only if all are, failing for as
-    long as the one failing longest."""
+class SegmentLoopsRunner(Protocol):
+    """The segments' backfill and timer, as a process runs or watches them."""
 
-    running: bool
-    failing_for_seconds: float
-    last_error: str | None
+    def start(self) -> None:
+        """Starts the loops."""
+
+    def stop(self) -> None:
+        """Stops the loops, and waits for them."""
+
+    def wake(self) -> None:
+        """A segment was saved: the backfill should start now."""
+
+    def loops_health(self) -> LoopsHealth:
+        """How the loops are doing (reads no database)."""
+
+    def health(self) -> SegmentLoopsHealth:
+        """How the loops are doing, with the timer's lag."""
 
 
 class BackgroundWork:
@@ -40,12 +50,13 @@ class BackgroundWork:
         self,
         log: EventLog,
         folds: Sequence[FoldLoop],
-        segments: SegmentLoops | None = None,
+        segments: SegmentLoopsRunner | None = None,
         deliveries: FoldLoop | None = None,
     ) -> None:
         self._log = log
         self._folds = list(folds)
-        # The segments' backfill and timer, where this process folds.
+        # The segments' backfill and timer, where this process folds (or watches the
+        # fold's process, which runs them).
         self.segments = segments
         self._deliveries = deliveries
 
@@ -83,14 +94,8 @@ class BackgroundWork:
         finally:
             await self.stop()
 
-    def fold_health(self) -> FoldLoopsHealth | None:
+    def fold_health(self) -> LoopsHealth | None:
         """How this process's fold loops are doing; None when it runs none."""
         if not self._folds:
             return None
-        healths = [fold.health for fold in self._folds]
-        errors = [health.last_error for health in healths if health.last_error is not None]
-        return FoldLoopsHealth(
-            running=all(health.running for health in healths),
-            failing_for_seconds=max(health.failing_for() for health in healths),
-            last_error=errors[0] if errors else None,
-        )
+        return combined_health([fold.health for fold in self._folds])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from eventfold.domain.fold_input import FoldItem, identifiers_of
 from eventfold.domain.profile_book import ProfileBook
@@ -197,3 +198,32 @@ class FoldHealth:
         """Seconds the loop has failed without a success in between (0 when fine)."""
         since = self.failing_since
         return 0.0 if since is None else self._monotonic() - since
+
+    @classmethod
+    def reported(cls, loops: LoopsHealth) -> FoldHealth:
+        """A health that says what another process reported of its loops."""
+        health = cls()
+        health.running = loops.running
+        if loops.last_error is not None:
+            health.failing_since = health._monotonic() - loops.failing_for_seconds
+            health.last_error = loops.last_error
+        return health
+
+
+@dataclass(frozen=True, slots=True)
+class LoopsHealth:
+    """Some loops of one process, together: running only if all are, failing for as long
+    as the one failing longest, with the first error."""
+
+    running: bool
+    failing_for_seconds: float
+    last_error: str | None
+
+
+def combined_health(healths: Sequence[FoldHealth]) -> LoopsHealth:
+    errors = [health.last_error for health in healths if health.last_error is not None]
+    return LoopsHealth(
+        running=all(health.running for health in healths),
+        failing_for_seconds=max((health.failing_for() for health in healths), default=0.0),
+        last_error=errors[0] if errors else None,
+    )

@@ -20,7 +20,7 @@ from functools import partial
 import msgspec
 
 from eventfold.clock import now_ms
-from eventfold.services.fold import FoldHealth, describe
+from eventfold.services.fold import FoldHealth, LoopsHealth, combined_health, describe
 from eventfold.services.segment_evaluation import (
     AccountSegments,
     Evaluation,
@@ -143,10 +143,16 @@ def _set_aside(records: SegmentRecords, profile_id: int) -> None:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SegmentLoopsHealth:
-    running: bool
-    failing_for_seconds: float
-    last_error: str | None
+    loops: LoopsHealth
     timer_lag_seconds: float | None  # None: the database did not say
+
+
+def timer_lag(store: SegmentStore, now: int) -> float | None:
+    """The timer's lag in seconds; None when the database does not say."""
+    try:
+        return store.segment_timer_lag(now)
+    except Exception:
+        return None
 
 
 class SegmentLoops:
@@ -186,19 +192,12 @@ class SegmentLoops:
             thread.join()
         self._threads.clear()
 
+    def loops_health(self) -> LoopsHealth:
+        """The backfill's and the timer's health together (reads no database)."""
+        return combined_health([self.backfill_health, self.timer_health])
+
     def health(self) -> SegmentLoopsHealth:
-        healths = (self.backfill_health, self.timer_health)
-        errors = [h.last_error for h in healths if h.last_error is not None]
-        try:
-            lag: float | None = self._store.segment_timer_lag(self._clock())
-        except Exception:
-            lag = None
-        return SegmentLoopsHealth(
-            running=all(h.running for h in healths),
-            failing_for_seconds=max(h.failing_for() for h in healths),
-            last_error=errors[0] if errors else None,
-            timer_lag_seconds=lag,
-        )
+        return SegmentLoopsHealth(self.loops_health(), timer_lag(self._store, self._clock()))
 
     def _run_backfill(self) -> None:
         self._supervise(self.backfill_health, self._backfill_once)
