@@ -28,7 +28,7 @@ from eventfold.clock import now_ms as current_ms
 from eventfold.domain.moments import iso_from_ms
 from eventfold.domain.webhook_retries import Outcome, RetrySchedule, outcome_of
 from eventfold.observability import metrics
-from eventfold.services.fold import FoldHealth, describe
+from eventfold.services.fold import FoldHealth, combined_health, describe
 from eventfold.services.webhook_sender import EndpointSender
 from eventfold.storage.webhook_records import (
     AttemptRecord,
@@ -69,7 +69,31 @@ class DeliveryLoop:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._senders: dict[str, EndpointSender] = {}
-        self.health = FoldHealth()
+        self._polling = FoldHealth()  # the loop that looks for due endpoints
+        # Endpoints whose lane failed and has recorded no result since (replaced whole
+        # on each change: health readers on other threads see one or the other).
+        self._failing_lanes: dict[str, FoldHealth] = {}
+
+    @property
+    def health(self) -> FoldHealth:
+        """The loop's, failing too while a lane fails (a claim or a record that raised,
+        an attempt that raised) until that lane records a result again."""
+        lanes = list(self._failing_lanes.values())
+        if not lanes:
+            return self._polling
+        return FoldHealth.reported(combined_health([self._polling, *lanes]))
+
+    def _lane_failed(self, webhook_id: str, error: BaseException) -> None:
+        failing = self._failing_lanes.get(webhook_id)
+        if failing is None:
+            failing = FoldHealth()
+            failing.running = True
+        failing.failed(error)
+        self._failing_lanes = {**self._failing_lanes, webhook_id: failing}
+
+    def _lane_recovered(self, webhook_id: str) -> None:
+        if webhook_id in self._failing_lanes:
+            self._failing_lanes = {w: h for w, h in self._failing_lanes.items() if w != webhook_id}
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -94,7 +118,7 @@ class DeliveryLoop:
             try:
                 asyncio.run(self.run_async())
             except Exception as error:
-                self.health.failed(error)
+                self._polling.failed(error)
                 logger.exception("the webhook delivery loop failed; starting it again")
                 self._stop.wait(RETRY_SECONDS)
 
@@ -102,13 +126,13 @@ class DeliveryLoop:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         lanes: dict[str, asyncio.Task[None]] = {}
-        self.health.running = True
+        self._polling.running = True
         try:
             while not self._stop.is_set():
                 try:
                     due = await asyncio.to_thread(self._store.endpoints_due, self._clock())
                 except Exception as error:
-                    self.health.failed(error)
+                    self._polling.failed(error)
                     logger.warning("looking for due webhook messages failed: %s", describe(error))
                     await self._pause(RETRY_SECONDS)
                     continue
@@ -118,7 +142,7 @@ class DeliveryLoop:
                         lanes[webhook_id] = asyncio.create_task(self._lane(webhook_id))
                 for webhook_id in [w for w, lane in lanes.items() if lane.done()]:
                     del lanes[webhook_id]
-                self.health.succeeded()
+                self._polling.succeeded()
                 await self._pause(POLL_SECONDS)
             if lanes:  # let attempts in flight finish and be recorded
                 await asyncio.wait(lanes.values(), timeout=self._options.timeout_seconds + 5)
@@ -128,7 +152,7 @@ class DeliveryLoop:
             for sender in self._senders.values():
                 await sender.close()
             self._senders.clear()  # closed: a restarted loop makes new ones
-            self.health.running = False
+            self._polling.running = False
 
     async def _pause(self, seconds: float) -> None:
         assert self._wake is not None
@@ -160,7 +184,12 @@ class DeliveryLoop:
                         lease_ms,
                         settle,
                     )
-                    if webhook is None or (not messages and not in_flight):
+                    if webhook is None:  # deleted: nothing of it can fail any more
+                        self._lane_recovered(webhook_id)
+                        return
+                    if settle:
+                        self._lane_recovered(webhook_id)
+                    if not messages and not in_flight:
                         return
                     for message in messages:
                         in_flight.add(asyncio.create_task(self._attempt(sender, webhook, message)))
@@ -172,14 +201,14 @@ class DeliveryLoop:
         except Exception as error:
             # Held messages whose attempts are not recorded are attempted again once
             # their leases run out (a repeat, never a loss).
-            self.health.failed(error)
+            self._lane_failed(webhook_id, error)
             logger.warning("webhook lane %s failed: %s", webhook_id, describe(error))
         finally:
             if in_flight:
                 done, _ = await asyncio.wait(in_flight)
                 finished += self._results(done, webhook_id)
             if finished:
-                await self._record(finished)
+                await self._record(finished, webhook_id)
 
     def _results(
         self, done: set[asyncio.Task[AttemptResult]], webhook_id: str
@@ -195,16 +224,18 @@ class DeliveryLoop:
             if failure is None:
                 results.append(task.result())
             else:
-                self.health.failed(failure)
+                self._lane_failed(webhook_id, failure)
                 logger.warning("a webhook attempt on %s failed: %s", webhook_id, describe(failure))
         return results
 
-    async def _record(self, results: list[AttemptResult]) -> None:
+    async def _record(self, results: list[AttemptResult], webhook_id: str) -> None:
         try:
             await asyncio.to_thread(self._store.record_attempts, results)
         except Exception as error:
-            self.health.failed(error)
+            self._lane_failed(webhook_id, error)
             logger.warning("recording webhook attempts failed: %s", describe(error))
+        else:
+            self._lane_recovered(webhook_id)
 
     async def _attempt(
         self, sender: EndpointSender, webhook: WebhookRecord, message: OutgoingMessage
