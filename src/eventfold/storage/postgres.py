@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
 from eventfold.errors import ConfigurationError
@@ -39,10 +40,26 @@ _COPY_EVENTS = f"COPY events ({', '.join(EVENT_ROW_COLUMNS)}) FROM STDIN"
 _NEW_BATCHES = "eventfold_batches"
 
 
+# A database host that silently stops answering (a cut link, a host gone dark) fails a
+# connection's wait within about 15 s (a request sent and not acknowledged) or 25 s (an
+# idle connection's keepalive probes), instead of the kernel's 15 minutes of
+# retransmissions or 2 hours before the first probe. The URL may set its own.
+_DEAD_PEER_OPTIONS = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "15000",
+}
+
+
 def connect(url: str) -> psycopg.Connection[Any]:
     """An autocommit connection (transactions are opened explicitly) that waits for the
-    WAL flush at every commit and never for a lock more than 5 s."""
-    connection = psycopg.connect(url, autocommit=True, connect_timeout=5)
+    WAL flush at every commit, never for a lock more than 5 s, and not long for a
+    database host that stopped answering."""
+    given = conninfo_to_dict(url)
+    options = {key: value for key, value in _DEAD_PEER_OPTIONS.items() if key not in given}
+    connection = psycopg.connect(url, autocommit=True, connect_timeout=5, **options)
     connection.execute("SET synchronous_commit = on")
     connection.execute("SET lock_timeout = '5s'")
     # Plan every statement for its parameters: a generic plan made while a table was
