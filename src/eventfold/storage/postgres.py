@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 
 from eventfold.errors import ConfigurationError
@@ -59,7 +59,7 @@ def connect(url: str) -> psycopg.Connection[Any]:
     database host that stopped answering."""
     given = conninfo_to_dict(url)
     options = {key: value for key, value in _DEAD_PEER_OPTIONS.items() if key not in given}
-    connection = psycopg.connect(url, autocommit=True, connect_timeout=5, **options)
+    connection = psycopg.connect(make_conninfo(url, **options), autocommit=True, connect_timeout=5)
     connection.execute("SET synchronous_commit = on")
     connection.execute("SET lock_timeout = '5s'")
     # Plan every statement for its parameters: a generic plan made while a table was
