@@ -257,3 +257,42 @@ def test_the_async_client_reports_an_unreadable_answer_and_goes_on(mangling_serv
     asyncio.run(send_two())
     assert len(failures) == 2
     assert all(isinstance(error, httpx2.DecodingError) for error in failures)
+
+
+def test_an_error_no_retry_can_mend_is_reported_at_once_and_the_sender_goes_on() -> None:
+    """A key that cannot go into a header (an "é" pasted into it): no retry can send
+    the batch, so it reaches ``on_error`` without the retries' waits."""
+    failures: list[Exception] = []
+    retry = RetryPolicy(max_retries=5, base_seconds=2.0, cap_seconds=2.0)
+    started = time.monotonic()
+    with Client(
+        "http://127.0.0.1:9",
+        "efsk_caf\u00e9",
+        retry=retry,
+        on_error=lambda events, error: failures.append(error),
+    ) as client:
+        client.track("view", email="a@b.co")
+        assert client.flush(timeout=10)
+        client.track("view", email="c@d.co")  # the sender's thread is still there
+        assert client.flush(timeout=10)
+    assert len(failures) == 2
+    assert all(isinstance(error, UnicodeEncodeError) for error in failures)
+    assert time.monotonic() - started < 2.0  # not one retry's wait
+
+
+def test_the_async_client_reports_an_error_no_retry_can_mend_at_once() -> None:
+    failures: list[Exception] = []
+
+    async def send_one() -> None:
+        async with AsyncClient(
+            "http://127.0.0.1:9",
+            "efsk_caf\u00e9",
+            retry=RetryPolicy(max_retries=5, base_seconds=2.0, cap_seconds=2.0),
+            on_error=lambda events, error: failures.append(error),
+        ) as client:
+            await client.track("view", email="a@b.co")
+            await asyncio.wait_for(client.flush(), 1.5)  # one retry's wait would time out
+
+    asyncio.run(send_one())
+    assert len(failures) == 1
+    assert isinstance(failures[0], UnicodeEncodeError)
