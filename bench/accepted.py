@@ -48,8 +48,10 @@ def main() -> None:
 
 
 def _cpu(server: float | None, fold: float | None) -> str:
-    if server is None or fold is None:
+    if server is None:
         return "nothing accepted, so no CPU an event"
+    if fold is None:
+        return f"CPU µs an accepted event: server {server}, fold unknown (its process restarted)"
     return (
         f"CPU µs an accepted event: server {server}, fold {fold}; in a steady state two "
         f"cores take at most {2e6 / (server + fold):,.0f} events/s through both"

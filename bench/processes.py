@@ -103,14 +103,22 @@ def children(pid: int) -> set[int]:
     return found
 
 
-def server_and_fold_cpu_seconds(server_pid: int) -> tuple[float, float]:
-    """CPU seconds used so far by the server process and by the processes it started
-    (the fold's child process, by default; one that exits meanwhile is not counted)."""
-    fold = 0.0
+def server_and_fold_cpu_seconds(server_pid: int) -> tuple[float, dict[int, float]]:
+    """CPU seconds used so far by the server process, and by each process it started
+    that still runs (the fold's child process, by default), by pid."""
+    folds: dict[int, float] = {}
     for child in children(server_pid):
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            fold += process_cpu_seconds(child)
-    return process_cpu_seconds(server_pid), fold
+            folds[child] = process_cpu_seconds(child)
+    return process_cpu_seconds(server_pid), folds
+
+
+def fold_cpu_between(before: dict[int, float], after: dict[int, float]) -> float | None:
+    """CPU seconds the server's children used between two readings; None when one that
+    ran at the first had exited by the second (a restarted fold: its CPU is lost)."""
+    if before.keys() - after.keys():
+        return None
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 def wait_until_started(server_pid: int, timeout: float = 30) -> None:
@@ -118,14 +126,19 @@ def wait_until_started(server_pid: int, timeout: float = 30) -> None:
     the server listens) have settled, under a tenth of a core over half a second, so
     that their start-up is not counted as work."""
     deadline = time.monotonic() + timeout
-    before = sum(server_and_fold_cpu_seconds(server_pid))
+    before = _total_cpu(server_pid)
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        now = sum(server_and_fold_cpu_seconds(server_pid))
+        now = _total_cpu(server_pid)
         if now - before < 0.05:
             return
         before = now
     raise RuntimeError(f"the server (pid {server_pid}) and its fold did not settle")
+
+
+def _total_cpu(server_pid: int) -> float:
+    server, folds = server_and_fold_cpu_seconds(server_pid)
+    return server + sum(folds.values())
 
 
 def read_all_events(url: str, secret: str) -> list[dict[str, Any]]:

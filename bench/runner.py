@@ -16,6 +16,7 @@ from bench.nats_cluster import NatsCluster, nats_server_binary
 from bench.processes import (
     PostgresUnreachable,
     create_key,
+    fold_cpu_between,
     free_port,
     fresh_postgres_database,
     peak_rss_mb,
@@ -87,17 +88,19 @@ def _probe_into(samples: list[float], url: str, secret: str, seconds: float) -> 
 
 
 def _cpu_per_event(
-    before: tuple[float, float], after: tuple[float, float], events: int
+    before: tuple[float, dict[int, float]], after: tuple[float, dict[int, float]], events: int
 ) -> dict[str, float | None]:
     """CPU µs an accepted event took in the server and in its fold's process, over the
-    load and the fold's catch-up after it (None when nothing was accepted): what the
-    accepted rate costs this machine's two cores (docs/performance.md)."""
-    (server_before, fold_before), (server_after, fold_after) = before, after
+    load and the fold's catch-up after it (None when nothing was accepted, and the
+    fold's None when its process was started again meanwhile): what the accepted rate
+    costs this machine's two cores (docs/performance.md)."""
+    (server_before, folds_before), (server_after, folds_after) = before, after
+    fold = fold_cpu_between(folds_before, folds_after)
     if not events:
         return {"server_cpu_us_per_event": None, "fold_cpu_us_per_event": None}
     return {
         "server_cpu_us_per_event": round((server_after - server_before) / events * 1e6, 1),
-        "fold_cpu_us_per_event": round((fold_after - fold_before) / events * 1e6, 1),
+        "fold_cpu_us_per_event": None if fold is None else round(fold / events * 1e6, 1),
     }
 
 

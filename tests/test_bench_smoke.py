@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from bench.minimal_server import INVALID_EVENTS, self_check
+from bench.processes import fold_cpu_between
 from bench.request_path import SKIPPABLE, path_cost
 
 
@@ -94,3 +95,10 @@ def test_request_path_benchmark_measures_every_variant(
 ) -> None:
     # path_cost raises unless every request was answered 202.
     assert path_cost(tmp_path, skip, requests_each=4) > 0
+
+
+def test_the_fold_cpu_of_a_restarted_fold_process_is_unknown_not_low() -> None:
+    # The child that ran at the first reading exited: its CPU since then is lost.
+    assert fold_cpu_between({101: 5.0}, {202: 1.0}) is None
+    # A child that started meanwhile counts whole; one that ran throughout, its growth.
+    assert fold_cpu_between({101: 5.0}, {101: 7.0, 303: 0.5}) == 2.5
