@@ -4,12 +4,14 @@ membership kept current by the fold, merges, erasure and the timer."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
+import pytest
 from starlette.testclient import TestClient
 
 from eventfold.clock import now_ms
 from eventfold.domain.moments import iso_from_ms
+from eventfold.errors import StorageUnavailable
 from eventfold.services.segment_loops import timer_step
 from eventfold.storage.base import Storage
 from tests.conftest import auth, post_events, wait_for_fold
@@ -393,7 +395,7 @@ def test_a_person_the_timer_cannot_read_is_postponed_and_does_not_hold_up_the_ot
     assert get(client, secret, "/api/v0/segments/weekly")["memberCount"] == 1
 
 
-def test_postponing_a_person_keeps_a_later_moment_a_fold_set_meanwhile(
+def test_postponing_leaves_a_person_who_is_no_longer_due_as_they_are(
     client: TestClient, secret: str, storage: Storage
 ) -> None:
     create(client, secret, "weekly", {"event": {"action": "purchase"}, "within": {"last": "7d"}})
@@ -412,6 +414,44 @@ def test_postponing_a_person_keeps_a_later_moment_a_fold_set_meanwhile(
     assert moment() == due
     storage.segments_transaction(lambda r: r.postpone(ann, due + HOUR), due)
     assert moment() == due + HOUR
+    # One with no next change moment (nothing time-bound to wait for) gets none.
+    post_events(client, secret, {"action": "view", "email": "bob@x.co"})
+    wait_for_fold(client)
+    bob = int(get(client, secret, "/api/v0/profiles", email="bob@x.co")["id"][len("prof_") :])
+    storage.segments_transaction(lambda r: r.postpone(bob, due + HOUR), due + DAY)
+    assert storage.segments_transaction(lambda r: r.segment_people([bob])[bob][1]) is None
+
+
+class _DatabaseFailsAfterFirst:
+    """The real store, whose transactions after the first (the timer's look for due
+    people) fail as an unreachable database's do."""
+
+    def __init__(self, store: Storage) -> None:
+        self._store = store
+        self.calls = 0
+
+    def segments_transaction(self, job: Any, now_ms: int | None = None) -> Any:
+        self.calls += 1
+        if self.calls > 1:
+            raise StorageUnavailable("the database does not answer (a test's)")
+        return self._store.segments_transaction(job, now_ms)
+
+
+def test_a_database_failure_sets_nobody_aside_it_fails_the_timer_step(
+    client: TestClient, secret: str, storage: Storage
+) -> None:
+    create(client, secret, "weekly", {"event": {"action": "purchase"}, "within": {"last": "7d"}})
+    wait_until_ready(client, secret, "weekly")
+    start = now_ms()
+    post_events(client, secret, *purchases("ann@x.co", 1, start - 6 * DAY))
+    wait_for_fold(client)
+    failing = _DatabaseFailsAfterFirst(storage)
+    with pytest.raises(StorageUnavailable):
+        timer_step(cast(Storage, failing), lambda: start + DAY + 60_000)
+    assert failing.calls == 2  # no person-by-person round, no set-aside
+    # Ann is still due: the working timer takes her out.
+    assert timer_step(storage, lambda: start + DAY + 60_000) == 1
+    assert members(client, secret, "weekly") == []
 
 
 def test_a_profile_the_backfill_cannot_read_is_left_out_and_the_segment_gets_ready(
@@ -425,12 +465,13 @@ def test_a_profile_the_backfill_cannot_read_is_left_out_and_the_segment_gets_rea
     assert members(client, secret, "buyers") == ["bob@x.co"]
 
 
-def test_a_backfill_that_cannot_read_any_of_its_profiles_fails_instead_of_stepping_over(
+def test_a_backfill_that_cannot_read_any_of_ten_profiles_fails_instead_of_stepping_over(
     client: TestClient, secret: str, storage: Storage
 ) -> None:
-    post_events(client, secret, *purchases("ann@x.co", 1), *purchases("bob@x.co", 1))
+    people = [f"p{n}@x.co" for n in range(10)]
+    post_events(client, secret, *[event for email in people for event in purchases(email, 1)])
     wait_for_fold(client)
-    _unreadable(storage, "ann@x.co", "bob@x.co")
+    _unreadable(storage, *people)
     create(client, secret, "buyers", {"event": {"action": "purchase"}})
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # the backfill loop fails, says so, and tries again

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 from eventfold.bootstrap import delivery_loop
 from eventfold.settings import Settings
 from eventfold.storage.base import Storage
-from tests.conftest import post_events
+from tests.conftest import auth, post_events
 from tests.receivers import always, receiving
 from tests.test_webhook_delivery import first_status, subscribe, wait_until
 
@@ -80,3 +80,25 @@ def test_a_lane_that_keeps_failing_shows_until_it_records_again(
         finally:
             loop.stop()
     assert len(receiver.requests) == 2
+
+
+def test_a_failing_lane_whose_webhook_is_deleted_stops_showing(
+    client: TestClient, secret: str, settings: Settings, storage: Storage
+) -> None:
+    with receiving(always(200)) as receiver:
+        broken = subscribe(client, secret, receiver.url)["id"]
+        store = RefusedClaims(storage)
+        store.refused.add(broken)
+        loop = delivery_loop(settings, cast(Storage, store))
+        loop.start()
+        try:
+            post_events(client, secret, {"action": "purchase", "email": "ana@example.com"})
+            wait_until(lambda: loop.health.last_error is not None)
+            deleted = client.delete(f"/api/v0/webhooks/{broken}", headers=auth(secret))
+            assert deleted.status_code == 204, deleted.text
+            # No lane runs for it any more, so none can record a result: its failure
+            # stops showing two leases (3 s here) after the last one.
+            wait_until(lambda: loop.health.last_error is None)
+            assert loop.health.failing_for() == 0.0
+        finally:
+            loop.stop()

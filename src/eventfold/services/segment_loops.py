@@ -20,6 +20,7 @@ from functools import partial
 import msgspec
 
 from eventfold.clock import now_ms
+from eventfold.errors import StorageUnavailable
 from eventfold.services.fold import FoldHealth, LoopsHealth, combined_health, describe
 from eventfold.services.segment_evaluation import (
     AccountSegments,
@@ -34,6 +35,9 @@ BACKFILL_STEP = 500  # profiles a backfill transaction evaluates
 TIMER_STEP = 500  # people a timer transaction re-evaluates
 # A person whose re-evaluation fails alone is looked at again after this long.
 SET_ASIDE_MS = 3_600_000
+# A backfill step of at least this many profiles that all fail to decode fails as a
+# whole (the data, not a profile, is at fault) instead of leaving them all out.
+SYSTEMIC_FAILURES = 10
 
 
 def backfill_step(store: SegmentStore, profiles: int = BACKFILL_STEP) -> bool:
@@ -77,8 +81,9 @@ def _backfill_one_by_one(
 ) -> None:
     """Evaluates these profiles one at a time, leaving out (and logging) each whose stored
     records cannot be decoded. Nothing is written before a profile's records are all
-    read, so a failed one leaves no trace. When every one of several fails, the fault is
-    not theirs: the error is raised (the step is tried again, and shown in the health)."""
+    read, so a failed one leaves no trace. When every one of SYSTEMIC_FAILURES or more
+    fails, the fault is not theirs: the error is raised (the step is tried again, and
+    shown in the health)."""
     failures: list[msgspec.DecodeError] = []
     for pid in profile_ids:
         try:
@@ -92,7 +97,7 @@ def _backfill_one_by_one(
                 segment_key,
                 error,
             )
-    if len(profile_ids) > 1 and len(failures) == len(profile_ids):
+    if len(profile_ids) >= SYSTEMIC_FAILURES and len(failures) == len(profile_ids):
         raise failures[0]
 
 
@@ -101,13 +106,16 @@ def timer_step(
 ) -> int:
     """Re-evaluates up to ``people`` people whose next change moment has passed; returns
     how many. A step that fails is tried person by person; a person that fails alone is
-    set aside for an hour (and logged)."""
+    set aside for an hour (and logged). The database's failures (down, a lock not
+    granted in time) fail the step instead: they are nobody's own, and it is retried."""
     now = clock()
     due: list[int] = store.segments_transaction(lambda r: r.due_people(now, people), now)
     if not due:
         return 0
     try:
         store.segments_transaction(lambda r: _reevaluate(r, due), now)
+    except StorageUnavailable:
+        raise
     except Exception as error:
         logger.warning(
             "segment timer step failed, trying its people one by one: %s", describe(error)
@@ -115,6 +123,8 @@ def timer_step(
         for pid in due:
             try:
                 store.segments_transaction(partial(_reevaluate, due=[pid]), now)
+            except StorageUnavailable:
+                raise
             except Exception as alone:
                 logger.error(
                     "segments of profile %d cannot be re-evaluated; set aside for an hour: %s",

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -70,30 +71,37 @@ class DeliveryLoop:
         self._thread: threading.Thread | None = None
         self._senders: dict[str, EndpointSender] = {}
         self._polling = FoldHealth()  # the loop that looks for due endpoints
-        # Endpoints whose lane failed and has recorded no result since (replaced whole
-        # on each change: health readers on other threads see one or the other).
-        self._failing_lanes: dict[str, FoldHealth] = {}
+        # Endpoints whose lane failed and has recorded no result since, with the moment
+        # of its last failure (replaced whole on each change: health readers on other
+        # threads see one or the other).
+        self._failing_lanes: dict[str, tuple[FoldHealth, float]] = {}
+        # A lane that has not failed for this long is no longer shown (its webhook was
+        # deleted, or another process delivered its messages); one whose attempts keep
+        # raising fails again within a lease.
+        self._lane_failure_shown = 2 * options.lease_seconds
 
     @property
     def health(self) -> FoldHealth:
         """The loop's, failing too while a lane fails (a claim or a record that raised,
-        an attempt that raised) until that lane records a result again."""
-        lanes = list(self._failing_lanes.values())
+        an attempt that raised) until that lane records a result again or has not
+        failed for two leases."""
+        shown_since = time.monotonic() - self._lane_failure_shown
+        lanes = [h for h, last in self._failing_lanes.values() if last > shown_since]
         if not lanes:
             return self._polling
         return FoldHealth.reported(combined_health([self._polling, *lanes]))
 
     def _lane_failed(self, webhook_id: str, error: BaseException) -> None:
-        failing = self._failing_lanes.get(webhook_id)
-        if failing is None:
-            failing = FoldHealth()
-            failing.running = True
+        shown_since = time.monotonic() - self._lane_failure_shown
+        kept = {w: f for w, f in self._failing_lanes.items() if f[1] > shown_since}
+        failing = kept[webhook_id][0] if webhook_id in kept else FoldHealth()
+        failing.running = True
         failing.failed(error)
-        self._failing_lanes = {**self._failing_lanes, webhook_id: failing}
+        self._failing_lanes = {**kept, webhook_id: (failing, time.monotonic())}
 
     def _lane_recovered(self, webhook_id: str) -> None:
         if webhook_id in self._failing_lanes:
-            self._failing_lanes = {w: h for w, h in self._failing_lanes.items() if w != webhook_id}
+            self._failing_lanes = {w: f for w, f in self._failing_lanes.items() if w != webhook_id}
 
     # --- lifecycle ------------------------------------------------------------------
 
