@@ -122,11 +122,11 @@ def test_the_child_reports_its_loops_failures_and_a_silent_child_shows_as_failin
 ) -> None:
     with served(tmp_path) as server:
         child = _fold_child(server)
-        for email in ("ann@example.com", "bob@example.com"):
-            _post(server, email)
-            _see(server, email)
-        # Both stored profiles become unreadable: the child's segment backfill fails
-        # (it leaves out one such profile, never a whole step's), and must say so here.
+        for n in range(10):
+            _post(server, f"p{n}@example.com")
+        _see(server, "p9@example.com")
+        # Every stored profile becomes unreadable: the child's segment backfill fails (it
+        # leaves out one such profile, not all of a step of ten), and must say so here.
         with sqlite3.connect(server.database) as database:
             database.execute("UPDATE profiles SET state = ?", (b"not a state",))
         created = httpx2.post(

@@ -31,6 +31,7 @@ from eventfold.domain.profile_book import ProfileBook
 from eventfold.http.app import create_app
 from eventfold.settings import Settings
 from eventfold.storage import open_storage
+from eventfold.storage.postgres import connect
 from tests.conftest import auth, post_events, wait_for_fold
 from tests.databases import fresh_database
 
@@ -273,3 +274,16 @@ def test_a_fold_in_another_process_is_woken_by_an_appends_commit(postgres_url: s
     finally:
         appender.close()
         waiter.close()
+
+
+def test_connections_give_up_on_a_silent_host_unless_the_url_says_otherwise(
+    postgres_url: str,
+) -> None:
+    """The dead-peer options (tests/test_postgres_dead_host.py shows them at work) are
+    set on every connection, and a URL's own values win."""
+    with connect(postgres_url) as connection:
+        given = connection.info.get_parameters()
+    assert (given["tcp_user_timeout"], given["keepalives_idle"]) == ("15000", "10")
+    with connect(f"{postgres_url}?tcp_user_timeout=4000&keepalives_idle=3") as connection:
+        given = connection.info.get_parameters()
+    assert (given["tcp_user_timeout"], given["keepalives_idle"]) == ("4000", "3")

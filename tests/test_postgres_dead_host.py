@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 from bench.cluster import network
-from bench.cluster.deployment import REPOSITORY, missing_requirement
+from bench.cluster.deployment import REPOSITORY
+from bench.cluster.postgres import postgres_bindir
 from bench.cluster.topology import CLIENT, DATABASE
 
 PROBE = textwrap.dedent("""
@@ -59,7 +60,11 @@ def folder() -> Iterator[Path]:
 
 @pytest.fixture
 def two_hosts() -> Iterator[None]:
-    reason = missing_requirement()
+    reason = network.refusal()
+    if reason is None and postgres_bindir() is None:
+        reason = "needs PostgreSQL's server binaries (apt-get install postgresql)"
+    if reason is None and shutil.which("setpriv") is None:
+        reason = "needs setpriv (util-linux) to run PostgreSQL as its own user"
     if reason is not None:
         pytest.fail(reason)
     made = network.Network((CLIENT, DATABASE))

@@ -51,17 +51,23 @@ MAX_RESTART_SECONDS = 30.0
 HEALTHY_AFTER_SECONDS = 10.0
 STOP_SECONDS = 30.0
 _PR_SET_PDEATHSIG = 1
-# The child reports its loops' health every REPORT_SECONDS; a report older than
-# STALE_REPORT_SECONDS (or none that long after the start) counts as a failure.
+# The child reports its loops' health every REPORT_SECONDS. A report older than
+# STALE_REPORT_SECONDS counts as a failure, and so does none at all FIRST_REPORT_SECONDS
+# after the child started (its start-up: opening, maybe migrating, the database).
 REPORT_SECONDS = 1.0
 STALE_REPORT_SECONDS = 5.0
+FIRST_REPORT_SECONDS = 30.0
 
 
 class ChildReport(msgspec.Struct, frozen=True):
     """What the child writes of its loops (None: it runs none of that kind)."""
 
+    written_at: float  # time.monotonic(): one clock for every process on Linux
     fold: LoopsHealth | None
     segments: LoopsHealth | None
+
+
+_reports = msgspec.msgpack.Decoder(ChildReport)
 
 
 class FoldProcess:
@@ -70,14 +76,12 @@ class FoldProcess:
     reported of its fold loops (failing when that report is stale)."""
 
     def __init__(self, settings: Settings) -> None:
-        self._folder = tempfile.mkdtemp(prefix="eventfold-fold-")
-        self._report = Path(self._folder) / "health"
         self._command = [
-            *(sys.executable, "-m", "eventfold", "worker", "--fold-of", str(os.getpid())),
-            *("--report-health", str(self._report)),
+            *(sys.executable, "-m", "eventfold", "worker", "--fold-of", str(os.getpid()))
         ]
         self._environment = {**os.environ, **settings.as_environment()}
         self._process = FoldHealth()  # the child's own: running, exited
+        self._report: Path | None = None  # made by ``start``, removed by ``stop``
         self._spawned_at = time.monotonic()
         self._stop = threading.Event()
         self._lock = threading.Lock()  # the child is replaced or stopped under it
@@ -86,32 +90,33 @@ class FoldProcess:
 
     @property
     def health(self) -> FoldHealth:
-        fold = self.reported(lambda report: report.fold)
+        fold = self.child_loops(lambda report: report.fold)
         return self._process if fold is None else FoldHealth.reported(fold)
 
-    def reported(self, part: Callable[[ChildReport], LoopsHealth | None]) -> LoopsHealth | None:
-        """That part of the running child's latest report; a failure when the report is
-        stale or the child is not running; None before its first report."""
+    def child_loops(self, part: Callable[[ChildReport], LoopsHealth | None]) -> LoopsHealth | None:
+        """That part of the running child's latest report (reads a file); a failure when
+        the report is stale or the child is not running; None before its first report."""
         own = self._process
-        if not own.running or own.last_error is not None:
+        if not own.running or own.last_error is not None or self._report is None:
             return LoopsHealth(own.running, own.failing_for(), own.last_error)
         try:
-            written = self._report.stat().st_mtime
-            report = msgspec.msgpack.decode(self._report.read_bytes(), type=ChildReport)
+            report: ChildReport | None = _reports.decode(self._report.read_bytes())
         except (OSError, msgspec.DecodeError):
-            written, report = None, None
-        age = time.time() - written if written is not None else None
-        since_start = time.monotonic() - self._spawned_at
-        silent = age if age is not None else since_start
-        if silent > STALE_REPORT_SECONDS:
-            return LoopsHealth(
-                True,
-                silent,
-                f"the fold process has not reported its loops' health for {silent:.0f} s",
-            )
-        return None if report is None else part(report)
+            report = None
+        now = time.monotonic()
+        if report is not None and now - report.written_at > STALE_REPORT_SECONDS:
+            silent = now - report.written_at
+        elif report is None and now - self._spawned_at > FIRST_REPORT_SECONDS:
+            silent = now - self._spawned_at
+        else:
+            return None if report is None else part(report)
+        return LoopsHealth(
+            True, silent, f"the fold process has not reported its loops' health for {silent:.0f} s"
+        )
 
     def start(self) -> None:
+        self._report = Path(tempfile.mkdtemp(prefix="eventfold-fold-")) / "health"
+        self._command += ["--report-health", str(self._report)]
         self._thread = threading.Thread(
             target=self._supervise, name="eventfold-fold-process", daemon=True
         )
@@ -133,7 +138,8 @@ class FoldProcess:
                 child.wait()
         if self._thread is not None:
             self._thread.join()
-        shutil.rmtree(self._folder, ignore_errors=True)
+        if self._report is not None:
+            shutil.rmtree(self._report.parent, ignore_errors=True)
 
     def _supervise(self) -> None:
         delay = RESTART_SECONDS
@@ -141,7 +147,8 @@ class FoldProcess:
             with self._lock:
                 if self._stop.is_set():
                     return
-                self._report.unlink(missing_ok=True)  # the last child's
+                if self._report is not None:
+                    self._report.unlink(missing_ok=True)  # the last child's
                 self._spawned_at = time.monotonic()
                 try:
                     child = self._child = self._spawn()
@@ -210,7 +217,7 @@ class ChildSegmentLoops:
         """The child's backfill looks again within a second."""
 
     def loops_health(self) -> LoopsHealth:
-        loops = self._process.reported(lambda report: report.segments)
+        loops = self._process.child_loops(lambda report: report.segments)
         return LoopsHealth(True, 0.0, None) if loops is None else loops  # None: starting
 
     def health(self) -> SegmentLoopsHealth:
@@ -230,14 +237,16 @@ def reporting_health(path: str | None, work: BackgroundWork) -> Iterator[None]:
         # The first after a second: the loops have started by then.
         target, scratch = Path(path), Path(path + ".new")
         while not stop.wait(REPORT_SECONDS):
-            segments = work.segments
-            found = ChildReport(
-                work.fold_health(), segments.loops_health() if segments is not None else None
-            )
             try:
+                segments = work.segments
+                found = ChildReport(
+                    time.monotonic(),
+                    work.fold_health(),
+                    segments.loops_health() if segments is not None else None,
+                )
                 scratch.write_bytes(msgspec.msgpack.encode(found))
                 scratch.replace(target)
-            except OSError as error:  # the server then sees a stale report
+            except Exception as error:  # the server then sees a stale report, and says so
                 logger.warning("cannot write the fold's health report: %s", error)
 
     thread = threading.Thread(target=report, name="eventfold-health-report", daemon=True)

@@ -68,7 +68,7 @@ async def _deliveries(services: Services) -> Deliveries:
 async def healthz(request: Request) -> Response:
     """200 while the process runs; the lag is null when the database cannot tell it."""
     services: Services = request.app.state.services
-    fold = _fold_loop(services)
+    fold = await run_in_threadpool(_fold_loop, services)  # may read the child's report
     segments = await run_in_threadpool(_segments, services)
     deliveries = await _deliveries(services)
     try:
@@ -95,7 +95,7 @@ async def readyz(request: Request) -> Response:
             503,
         )
     shown = _lag(lag)
-    fold = _fold_loop(services)
+    fold = await run_in_threadpool(_fold_loop, services)  # may read the child's report
     if fold is not None and (not fold.running or fold.failingForSeconds > FOLD_STALLED_SECONDS):
         state = "stopped" if not fold.running else f"failing for {fold.failingForSeconds:.1f} s"
         return json_response(

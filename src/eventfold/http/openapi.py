@@ -50,7 +50,8 @@ class Lag(msgspec.Struct):
 class FoldLoop(msgspec.Struct):
     """The fold loops of this process, where it runs them, or of the child process its
     fold runs in, as the child reports them each second (not running while the child is
-    down; failing when its report is more than 5 s old)."""
+    down; failing when its report is more than 5 s old, or none came within 30 s of its
+    start)."""
 
     running: bool
     failingForSeconds: float
