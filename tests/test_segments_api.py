@@ -395,14 +395,21 @@ def test_a_person_the_timer_cannot_read_is_postponed_and_does_not_hold_up_the_ot
     assert get(client, secret, "/api/v0/segments/weekly")["memberCount"] == 1
 
 
-def test_postponing_leaves_a_person_who_is_no_longer_due_as_they_are(
-    client: TestClient, secret: str, storage: Storage
-) -> None:
+def _ann_bought_six_days_ago(client: TestClient, secret: str) -> int:
+    """A "weekly" segment (a purchase in the last 7 days) with Ann in it, who leaves it a
+    day from now; returns now."""
     create(client, secret, "weekly", {"event": {"action": "purchase"}, "within": {"last": "7d"}})
     wait_until_ready(client, secret, "weekly")
     start = now_ms()
     post_events(client, secret, *purchases("ann@x.co", 1, start - 6 * DAY))
     wait_for_fold(client)
+    return start
+
+
+def test_postponing_leaves_a_person_who_is_no_longer_due_as_they_are(
+    client: TestClient, secret: str, storage: Storage
+) -> None:
+    _ann_bought_six_days_ago(client, secret)
     ann = int(get(client, secret, "/api/v0/profiles", email="ann@x.co")["id"][len("prof_") :])
 
     def moment() -> int | None:
@@ -440,11 +447,7 @@ class _DatabaseFailsAfterFirst:
 def test_a_database_failure_sets_nobody_aside_it_fails_the_timer_step(
     client: TestClient, secret: str, storage: Storage
 ) -> None:
-    create(client, secret, "weekly", {"event": {"action": "purchase"}, "within": {"last": "7d"}})
-    wait_until_ready(client, secret, "weekly")
-    start = now_ms()
-    post_events(client, secret, *purchases("ann@x.co", 1, start - 6 * DAY))
-    wait_for_fold(client)
+    start = _ann_bought_six_days_ago(client, secret)
     failing = _DatabaseFailsAfterFirst(storage)
     with pytest.raises(StorageUnavailable):
         timer_step(cast(Storage, failing), lambda: start + DAY + 60_000)

@@ -5,12 +5,15 @@ endpoints' lanes) go on fine."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 import pytest
 from starlette.testclient import TestClient
 
 from eventfold.bootstrap import delivery_loop
+from eventfold.services.webhook_delivery import DeliveryLoop
 from eventfold.settings import Settings
 from eventfold.storage.base import Storage
 from tests.conftest import auth, post_events
@@ -49,17 +52,28 @@ class RefusedClaims:
         return getattr(self._store, name)
 
 
+@contextmanager
+def refusing(
+    settings: Settings, storage: Storage, webhook_id: str
+) -> Iterator[tuple[DeliveryLoop, RefusedClaims]]:
+    """A running delivery loop whose claims of this webhook's messages fail."""
+    store = RefusedClaims(storage)
+    store.refused.add(webhook_id)
+    loop = delivery_loop(settings, cast(Storage, store))
+    loop.start()
+    try:
+        yield loop, store
+    finally:
+        loop.stop()
+
+
 def test_a_lane_that_keeps_failing_shows_until_it_records_again(
     client: TestClient, secret: str, settings: Settings, storage: Storage
 ) -> None:
     with receiving(always(200)) as receiver:
         broken = subscribe(client, secret, receiver.url)["id"]
         fine = subscribe(client, secret, receiver.url)["id"]
-        store = RefusedClaims(storage)
-        store.refused.add(broken)
-        loop = delivery_loop(settings, cast(Storage, store))
-        loop.start()
-        try:
+        with refusing(settings, storage, broken) as (loop, store):
             post_events(client, secret, {"action": "purchase", "email": "ana@example.com"})
             wait_until(lambda: first_status(client, secret, fine) == "delivered")
             wait_until(lambda: loop.health.last_error is not None)
@@ -77,8 +91,6 @@ def test_a_lane_that_keeps_failing_shows_until_it_records_again(
             store.refused.clear()  # the fault is gone: the message goes, the error clears
             wait_until(lambda: first_status(client, secret, broken) == "delivered")
             wait_until(lambda: loop.health.last_error is None)
-        finally:
-            loop.stop()
     assert len(receiver.requests) == 2
 
 
@@ -87,11 +99,7 @@ def test_a_failing_lane_whose_webhook_is_deleted_stops_showing(
 ) -> None:
     with receiving(always(200)) as receiver:
         broken = subscribe(client, secret, receiver.url)["id"]
-        store = RefusedClaims(storage)
-        store.refused.add(broken)
-        loop = delivery_loop(settings, cast(Storage, store))
-        loop.start()
-        try:
+        with refusing(settings, storage, broken) as (loop, _):
             post_events(client, secret, {"action": "purchase", "email": "ana@example.com"})
             wait_until(lambda: loop.health.last_error is not None)
             deleted = client.delete(f"/api/v0/webhooks/{broken}", headers=auth(secret))
@@ -100,5 +108,3 @@ def test_a_failing_lane_whose_webhook_is_deleted_stops_showing(
             # stops showing two leases (3 s here) after the last one.
             wait_until(lambda: loop.health.last_error is None)
             assert loop.health.failing_for() == 0.0
-        finally:
-            loop.stop()
