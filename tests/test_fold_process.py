@@ -96,18 +96,29 @@ def test_the_server_folds_in_a_child_that_is_started_again_when_it_dies(tmp_path
         assert httpx2.get(f"{server.url}/healthz").json()["fold"]["running"] is True
 
 
+def _report_folder(pid: int) -> Path:
+    """The folder of the fold child's health report, from its command line."""
+    arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return Path(arguments[arguments.index("--report-health") + 1]).parent
+
+
 def test_the_fold_process_stops_with_the_server_stopped_or_killed(tmp_path: Path) -> None:
     with served(tmp_path) as server:
         child = _fold_child(server)
+        report = _report_folder(child)
         server.process.send_signal(signal.SIGINT)  # as Ctrl+C: an orderly stop
         assert server.process.wait(timeout=30) == 0
         _wait_until(lambda: not _alive(child), "the fold process to stop with the server")
+        assert not report.exists()
     (tmp_path / "killed").mkdir()
     with served(tmp_path / "killed") as server:
         child = _fold_child(server)
+        report = _report_folder(child)
+        _wait_until(lambda: (report / "health").exists(), "the child's first health report")
         server.process.send_signal(signal.SIGKILL)
         server.process.wait()
         _wait_until(lambda: not _alive(child), "the orphaned fold process to stop")
+        assert not report.exists()  # removed by the child: the killed server cannot
 
 
 def test_the_fold_on_a_thread_runs_no_child(tmp_path: Path) -> None:

@@ -147,8 +147,9 @@ class FoldProcess:
             with self._lock:
                 if self._stop.is_set():
                     return
-                if self._report is not None:
-                    self._report.unlink(missing_ok=True)  # the last child's
+                if self._report is not None:  # a folder for this child's reports alone
+                    shutil.rmtree(self._report.parent, ignore_errors=True)
+                    self._report.parent.mkdir()
                 self._spawned_at = time.monotonic()
                 try:
                     child = self._child = self._spawn()
@@ -227,7 +228,8 @@ class ChildSegmentLoops:
 @contextmanager
 def reporting_health(path: str | None, work: BackgroundWork) -> Iterator[None]:
     """In the child: writes ``work``'s loops' health to ``path`` every REPORT_SECONDS
-    (replacing the file whole) while the block runs; nothing when ``path`` is None."""
+    (replacing the file whole) while the block runs, and removes its folder at the end;
+    nothing when ``path`` is None."""
     if path is None:
         yield
         return
@@ -256,3 +258,6 @@ def reporting_health(path: str | None, work: BackgroundWork) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+        # Also when the server was killed, which removes it no more (it makes the
+        # folder again for the next child).
+        shutil.rmtree(Path(path).parent, ignore_errors=True)
