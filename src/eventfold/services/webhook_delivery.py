@@ -85,15 +85,17 @@ class DeliveryLoop:
         """The loop's, failing too while a lane fails (a claim or a record that raised,
         an attempt that raised) until that lane records a result again or has not
         failed for two leases."""
-        shown_since = time.monotonic() - self._lane_failure_shown
-        lanes = [h for h, last in self._failing_lanes.values() if last > shown_since]
+        lanes = [failing for failing, _ in self._recent_lane_failures().values()]
         if not lanes:
             return self._polling
         return FoldHealth.reported(combined_health([self._polling, *lanes]))
 
-    def _lane_failed(self, webhook_id: str, error: BaseException) -> None:
+    def _recent_lane_failures(self) -> dict[str, tuple[FoldHealth, float]]:
         shown_since = time.monotonic() - self._lane_failure_shown
-        kept = {w: f for w, f in self._failing_lanes.items() if f[1] > shown_since}
+        return {w: found for w, found in self._failing_lanes.items() if found[1] > shown_since}
+
+    def _lane_failed(self, webhook_id: str, error: BaseException) -> None:
+        kept = self._recent_lane_failures()
         failing = kept[webhook_id][0] if webhook_id in kept else FoldHealth()
         failing.running = True
         failing.failed(error)
